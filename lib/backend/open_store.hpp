@@ -1,0 +1,27 @@
+// open_store: from a backend spec (see spec.hpp) to a live Store.
+//
+//   mem:SIZE                        MemStore of SIZE bytes
+//   file:PATH[?size=SIZE]  or PATH  FileStore; size= creates a missing file
+//   dir:PATH?size=SIZE[&chunk=SIZE][&max-open=N]   DirStore
+//
+// Unknown parameters are errors that list the accepted ones. Reserved
+// schemes that this build lacks fail with ENOTSUP and say so.
+// Thread safety: none needed; call from one thread.
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "backend/spec.hpp"
+#include "backend/store.hpp"
+
+namespace memsync {
+
+struct OpenOptions {
+  bool read_only = false;  // open files read-only; writes fail with EPERM
+};
+
+Result<std::shared_ptr<Store>> open_store(const BackendSpec& spec, const OpenOptions& opts = {});
+Result<std::shared_ptr<Store>> open_store(std::string_view text, const OpenOptions& opts = {});
+
+}  // namespace memsync

@@ -1,0 +1,74 @@
+#include "backend/spec.hpp"
+
+#include <array>
+
+namespace memsync {
+namespace {
+
+constexpr std::array<std::string_view, 8> kSchemes = {"mem", "file", "dir", "remote", "redis", "tape", "nbd", "nbds"};
+
+int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+Result<std::string> percent_decode(std::string_view s, std::string_view whole) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') { out.push_back(s[i]); continue; }
+    int hi = i + 1 < s.size() ? hexval(s[i + 1]) : -1;
+    int lo = i + 2 < s.size() ? hexval(s[i + 2]) : -1;
+    if (hi < 0 || lo < 0) return Status::invalid("backend '" + std::string(whole) + "': bad %-escape");
+    out.push_back(static_cast<char>(hi * 16 + lo));
+    i += 2;
+  }
+  return out;
+}
+
+}  // namespace
+
+bool is_known_scheme(std::string_view scheme) {
+  for (auto s : kSchemes)
+    if (s == scheme) return true;
+  return false;
+}
+
+Result<BackendSpec> parse_backend_spec(std::string_view text) {
+  BackendSpec spec;
+  spec.text = std::string(text);
+  if (text.empty()) return Status::invalid("empty backend (expected mem:SIZE, file:PATH, dir:PATH or a path)");
+  auto colon = text.find(':');
+  std::string_view scheme = colon == std::string_view::npos ? std::string_view() : text.substr(0, colon);
+  if (!is_known_scheme(scheme)) {
+    spec.scheme = "file";
+    spec.location = std::string(text);
+    return spec;
+  }
+  spec.scheme = std::string(scheme);
+  std::string_view rest = text.substr(colon + 1);
+  auto q = rest.find('?');
+  spec.location = std::string(rest.substr(0, q));
+  if (q != std::string_view::npos) {
+    std::string_view query = rest.substr(q + 1);
+    while (!query.empty()) {
+      auto amp = query.find('&');
+      std::string_view pair = query.substr(0, amp);
+      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+      if (pair.empty()) continue;
+      auto eq = pair.find('=');
+      if (eq == std::string_view::npos || eq == 0)
+        return Status::invalid("backend '" + std::string(text) + "': parameter '" + std::string(pair) + "' is not KEY=VALUE");
+      std::string key(pair.substr(0, eq));
+      auto value = percent_decode(pair.substr(eq + 1), text);
+      if (!value) return value.status();
+      if (spec.params.count(key))
+        return Status::invalid("backend '" + std::string(text) + "': parameter '" + key + "' is given twice");
+      spec.params[key] = std::move(value).value();
+    }
+  }
+  return spec;
+}
+
+}  // namespace memsync

@@ -1,0 +1,119 @@
+// Store: the positional storage interface every memsync layer speaks.
+//
+// A store is a fixed-size array of bytes addressed by offset. Backends say
+// where the bytes live (mem:, file:, dir:, later remote:, redis:, tape:);
+// wrappers (StoreWrapper below) add behaviour to any store; frontends (the
+// NBD server, the kernel device) expose one.
+//
+// Contract for every implementation:
+//  - Bounds are the CALLER's job: REQUIRES offset + length <= size() on
+//    every call. Frontends validate requests once, at the edge; stores do not
+//    re-check (nbdkit does the same), but must not corrupt memory if a caller
+//    breaks the rule: they may return EINVAL or EIO.
+//  - No alignment is required unless block_size() says so.
+//  - read_at fills the whole span or fails; write_at writes the whole span
+//    or fails. A failed write leaves the range's content unspecified.
+//  - sync() makes every write that has completed before the call durable.
+//  - Capabilities are queries (can_*), never experiments; the default
+//    answer is "no" and the default operation returns unsupported.
+//
+// Thread safety: every method may be called concurrently from many threads
+// for any ranges unless max_concurrency() says otherwise; concurrent writes
+// to overlapping ranges leave one of the writes' data (unspecified which).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "util/status.hpp"
+
+namespace memsync {
+
+// A run of bytes with one allocation state, as reported by extents().
+struct Extent {
+  uint64_t length = 0;
+  bool hole = false;  // not allocated in the backing storage
+  bool zero = false;  // reads as zeros
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Size in bytes; constant for the store's lifetime unless resize() succeeds.
+  virtual uint64_t size() const = 0;
+
+  virtual Status read_at(std::span<std::byte> buf, uint64_t offset) = 0;
+  virtual Status write_at(std::span<const std::byte> buf, uint64_t offset) = 0;
+  virtual Status sync() = 0;
+
+  // Preferred I/O granularity; 1 means any offset and length are fine.
+  virtual uint32_t block_size() const { return 1; }
+  // True when no write can ever succeed (a read-only file, say).
+  virtual bool is_read_only() const { return false; }
+  // True when sync() is effective across all users of this store at once, so
+  // NBD clients may spread I/O across connections (NBD_FLAG_CAN_MULTI_CONN).
+  virtual bool can_multi_conn() const { return false; }
+
+  // Discard a range: afterwards it reads as zeros or as its old data.
+  virtual bool can_trim() const { return false; }
+  virtual Status trim(uint64_t offset, uint64_t length);
+
+  // Make a range read as zeros. may_punch allows deallocating it. The
+  // default writes zero buffers, so every store offers it; fast_zero() says
+  // whether it is cheaper than writing (for NBD_CMD_FLAG_FAST_ZERO).
+  virtual Status write_zeroes(uint64_t offset, uint64_t length, bool may_punch);
+  virtual bool can_fast_zero() const { return false; }
+
+  // Allocation map of [offset, offset+length): appends extents covering at
+  // least one byte from offset and at most the range; may stop early.
+  virtual bool can_extents() const { return false; }
+  virtual Status extents(uint64_t offset, uint64_t length, std::vector<Extent>& out);
+
+  // Hint that the range will be read soon (NBD_CMD_CACHE). Default: nothing.
+  virtual Status prefetch(uint64_t offset, uint64_t length);
+
+  virtual bool can_resize() const { return false; }
+  virtual Status resize(uint64_t new_size);
+
+  // One line naming the backend for logs and `nbd-attach --list`.
+  virtual std::string describe() const = 0;
+};
+
+// Forwards every call to an inner store. Wrappers derive from it and
+// override only what they change (like LevelDB's EnvWrapper and nbdkit
+// filters). A wrapper that narrows a capability overrides its can_*.
+class StoreWrapper : public Store {
+ public:
+  explicit StoreWrapper(std::shared_ptr<Store> inner) : inner_(std::move(inner)) {}
+
+  uint64_t size() const override { return inner_->size(); }
+  Status read_at(std::span<std::byte> b, uint64_t o) override { return inner_->read_at(b, o); }
+  Status write_at(std::span<const std::byte> b, uint64_t o) override { return inner_->write_at(b, o); }
+  Status sync() override { return inner_->sync(); }
+  uint32_t block_size() const override { return inner_->block_size(); }
+  bool is_read_only() const override { return inner_->is_read_only(); }
+  bool can_multi_conn() const override { return inner_->can_multi_conn(); }
+  bool can_trim() const override { return inner_->can_trim(); }
+  Status trim(uint64_t o, uint64_t l) override { return inner_->trim(o, l); }
+  Status write_zeroes(uint64_t o, uint64_t l, bool p) override { return inner_->write_zeroes(o, l, p); }
+  bool can_fast_zero() const override { return inner_->can_fast_zero(); }
+  bool can_extents() const override { return inner_->can_extents(); }
+  Status extents(uint64_t o, uint64_t l, std::vector<Extent>& out) override { return inner_->extents(o, l, out); }
+  Status prefetch(uint64_t o, uint64_t l) override { return inner_->prefetch(o, l); }
+  bool can_resize() const override { return inner_->can_resize(); }
+  Status resize(uint64_t n) override { return inner_->resize(n); }
+  std::string describe() const override { return inner_->describe(); }
+
+ protected:
+  Store& inner() { return *inner_; }
+
+ private:
+  std::shared_ptr<Store> inner_;
+};
+
+}  // namespace memsync

@@ -1,0 +1,66 @@
+// NbdServer: serves one store as one NBD export to many clients.
+//
+// serve() handles a single connection on the calling thread (inetd style,
+// stdin/stdout). run() accepts on listening sockets until stop(), each
+// connection on its own thread with its own workers (see transmission.hpp).
+// stop() starts an orderly shutdown: no new connections, every connection
+// stops reading, in-flight requests complete and are answered, then run()
+// syncs the store and returns.
+//
+// Thread safety: stop() may be called from any thread, any number of times;
+// serve() and run() from one thread each.
+#pragma once
+
+#include <atomic>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "backend/store.hpp"
+#include "nbd/export_config.hpp"
+#include "nbd/transmission.hpp"
+#include "net/channel.hpp"
+#include "util/fd.hpp"
+
+namespace memsync::nbd {
+
+struct ServerOptions {
+  ExportConfig export_config;
+  TransmissionOptions transmission;
+  unsigned max_connections = 64;  // further clients are accepted and closed at once
+};
+
+class NbdServer {
+ public:
+  NbdServer(std::shared_ptr<Store> store, ServerOptions opts);
+  ~NbdServer();
+
+  // One connection; returns when it ends. ok for an orderly end.
+  Status serve(Channel& ch);
+  // REQUIRES: at least one listener. Returns after stop() and shutdown.
+  Status run(std::vector<UniqueFd> listeners);
+  void stop();
+
+  unsigned active_connections() const { return active_.load(); }
+
+ private:
+  struct Connection {
+    std::shared_ptr<Channel> channel;
+    std::jthread thread;
+    std::atomic<bool> finished{false};
+  };
+  void reap(bool all);
+
+  std::shared_ptr<Store> store_;
+  ServerOptions opts_;
+  UniqueFd wake_;  // eventfd: stop() and finished connections wake run()
+  std::atomic<bool> stopping_{false};
+  std::atomic<unsigned> active_{0};
+  std::mutex mu_;  // guards conns_ and the single-connection channel
+  std::list<Connection> conns_;
+  Channel* single_ = nullptr;
+};
+
+}  // namespace memsync::nbd

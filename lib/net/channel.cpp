@@ -1,0 +1,172 @@
+#include "net/channel.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace memsync {
+namespace {
+constexpr size_t kBufferSize = 256 * 1024;
+constexpr size_t kDirectRead = 64 * 1024;  // larger reads bypass the buffer
+}  // namespace
+
+Channel::Channel(UniqueFd fd) : in_(std::move(fd)) { init(); }
+Channel::Channel(UniqueFd in, UniqueFd out) : in_(std::move(in)), out_(std::move(out)) { init(); }
+Channel::~Channel() {
+  // Close our ends first: a TLS relay in keep_alive_ exits when it sees EOF.
+  in_.reset();
+  out_.reset();
+  keep_alive_.reset();
+}
+
+void Channel::init() {
+  struct stat st{};
+  in_is_socket_ = ::fstat(in_.get(), &st) == 0 && S_ISSOCK(st.st_mode);
+  if (in_is_socket_) {
+    int domain = 0;
+    socklen_t len = sizeof domain;
+    if (::getsockopt(in_.get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
+        (domain == AF_INET || domain == AF_INET6)) {
+      is_tcp_ = true;
+      int one = 1;
+      // Replies are written whole with writev; Nagle would only add latency.
+      ::setsockopt(in_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+  } else if (!stop_event_) {
+    stop_event_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  }
+  if (buf_.empty()) buf_.resize(kBufferSize);
+}
+
+Status Channel::fill() {
+  for (;;) {
+    if (stopped_.load()) return Status::closed("connection stopped");
+    if (!in_is_socket_) {
+      pollfd p[2] = {{in_.get(), POLLIN, 0}, {stop_event_.get(), POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        return Status::from_errno("poll");
+      }
+      if (p[1].revents) return Status::closed("connection stopped");
+    }
+    ssize_t n = ::read(in_.get(), buf_.data() + end_, buf_.size() - end_);
+    if (n > 0) {
+      end_ += static_cast<size_t>(n);
+      return Status::ok();
+    }
+    if (n == 0) return Status::closed("connection closed by peer");
+    if (errno == EINTR) continue;
+    return Status::from_errno("read from connection");
+  }
+}
+
+Status Channel::read_exact(std::span<std::byte> dst) {
+  clean_eof_ = false;
+  size_t got = 0;
+  bool at_boundary = true;
+  while (got < dst.size()) {
+    if (begin_ < end_) {
+      size_t n = std::min(end_ - begin_, dst.size() - got);
+      std::memcpy(dst.data() + got, buf_.data() + begin_, n);
+      begin_ += n;
+      got += n;
+      at_boundary = false;
+      continue;
+    }
+    begin_ = end_ = 0;
+    size_t want = dst.size() - got;
+    if (want >= kDirectRead && in_is_socket_ && !stopped_.load()) {
+      ssize_t n = ::read(in_.get(), dst.data() + got, want);
+      if (n > 0) { got += static_cast<size_t>(n); at_boundary = false; continue; }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return Status::from_errno("read from connection");
+      clean_eof_ = at_boundary;
+      return Status::closed("connection closed by peer");
+    }
+    Status st = fill();
+    if (!st) {
+      clean_eof_ = at_boundary && st.is_reconnect();
+      return st;
+    }
+  }
+  return Status::ok();
+}
+
+Status Channel::skip(uint64_t n) {
+  std::byte scratch[16384];
+  while (n > 0) {
+    size_t step = static_cast<size_t>(std::min<uint64_t>(n, sizeof scratch));
+    MEMSYNC_TRY(read_exact(std::span(scratch, step)));
+    n -= step;
+  }
+  return Status::ok();
+}
+
+Status Channel::write(std::initializer_list<std::span<const std::byte>> parts) {
+  return write(std::span<const std::span<const std::byte>>(parts.begin(), parts.size()));
+}
+
+Status Channel::write(std::span<const std::span<const std::byte>> parts) {
+  constexpr size_t kMaxIov = 64;
+  iovec iov[kMaxIov];
+  size_t count = 0;
+  for (auto& p : parts) {
+    if (p.empty()) continue;
+    if (count == kMaxIov) return Status::invalid("too many parts in one write");
+    iov[count++] = iovec{const_cast<std::byte*>(p.data()), p.size()};
+  }
+  std::lock_guard lock(write_mu_);
+  size_t first = 0;
+  while (first < count) {
+    ssize_t n = ::writev(write_fd(), iov + first, static_cast<int>(count - first));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::from_errno("write to connection");
+    }
+    auto left = static_cast<size_t>(n);
+    while (first < count && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+    if (first < count) {
+      iov[first].iov_base = static_cast<std::byte*>(iov[first].iov_base) + left;
+      iov[first].iov_len -= left;
+    }
+  }
+  return Status::ok();
+}
+
+void Channel::stop() {
+  if (stopped_.exchange(true)) return;
+  if (in_is_socket_) {
+    ::shutdown(in_.get(), SHUT_RD);
+  } else if (stop_event_) {
+    uint64_t one = 1;
+    ssize_t r = ::write(stop_event_.get(), &one, sizeof one);
+    (void)r;
+  }
+}
+
+void Channel::shutdown_write() {
+  std::lock_guard lock(write_mu_);
+  ::shutdown(write_fd(), SHUT_WR);
+}
+
+void Channel::upgrade(UniqueFd fd, std::shared_ptr<void> keep_alive) {
+  in_ = std::move(fd);
+  out_.reset();
+  begin_ = end_ = 0;
+  keep_alive_ = std::move(keep_alive);
+  init();
+}
+
+std::pair<UniqueFd, UniqueFd> Channel::release_fds() {
+  return {std::move(in_), std::move(out_)};
+}
+
+}  // namespace memsync

@@ -1,0 +1,82 @@
+// Channel: one connection's byte stream, as protocol engines see it.
+//
+// Wraps a readable and a writable descriptor (the same socket, or stdin and
+// stdout). Reads are buffered so that many small protocol headers cost one
+// system call; writes gather several spans into one writev.
+//
+// Thread safety: reads are NOT synchronised: one thread at a time (protocol
+// engines serialise readers with their own lock). write() is synchronised:
+// concurrent calls never interleave their bytes. stop() may be called from
+// any thread: blocked and later reads then end with ECONNRESET ("closed").
+// upgrade() replaces the descriptors (STARTTLS) and needs no other thread
+// to be using the channel.
+#pragma once
+
+#include <atomic>
+#include <initializer_list>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "util/fd.hpp"
+#include "util/status.hpp"
+
+namespace memsync {
+
+class Channel {
+ public:
+  // One bidirectional descriptor (a socket).
+  explicit Channel(UniqueFd fd);
+  // Separate descriptors, e.g. stdin and stdout. `out` may be invalid when
+  // `in` is also the writable end.
+  Channel(UniqueFd in, UniqueFd out);
+  ~Channel();
+
+  // Fills `dst` completely. EOF before the first byte and EOF in the middle
+  // both return Status::closed; is_eof() tells them apart afterwards.
+  Status read_exact(std::span<std::byte> dst);
+  // Reads and drops n bytes without allocating n bytes.
+  Status skip(uint64_t n);
+  // True when the last failed read hit a clean end of stream at a boundary.
+  bool clean_eof() const { return clean_eof_; }
+  // Bytes already buffered but not consumed.
+  size_t buffered() const { return end_ - begin_; }
+
+  // Writes all parts, in order, atomically with respect to other writers.
+  Status write(std::initializer_list<std::span<const std::byte>> parts);
+  Status write(std::span<const std::span<const std::byte>> parts);
+
+  // Ends reading (blocked readers wake up) without closing descriptors.
+  void stop();
+  bool stopped() const { return stopped_.load(); }
+  // Sends a FIN after everything written so far (sockets only).
+  void shutdown_write();
+
+  int read_fd() const { return in_.get(); }
+  int write_fd() const { return out_.valid() ? out_.get() : in_.get(); }
+  bool is_tcp() const { return is_tcp_; }
+
+  // Replaces both descriptors by one socket (STARTTLS hands the plaintext
+  // end of its relay here) and keeps `keep_alive` until the channel dies.
+  // REQUIRES: buffered() == 0 and no concurrent use.
+  void upgrade(UniqueFd fd, std::shared_ptr<void> keep_alive);
+  // Gives up the raw descriptors (for a TLS handshake on them).
+  std::pair<UniqueFd, UniqueFd> release_fds();
+
+ private:
+  Status fill();
+  void init();
+
+  UniqueFd in_, out_;
+  bool in_is_socket_ = false, is_tcp_ = false;
+  UniqueFd stop_event_;  // for non-socket inputs, where shutdown() cannot wake readers
+  std::atomic<bool> stopped_{false};
+  std::vector<std::byte> buf_;
+  size_t begin_ = 0, end_ = 0;
+  bool clean_eof_ = false;
+  std::mutex write_mu_;
+  std::shared_ptr<void> keep_alive_;
+};
+
+}  // namespace memsync

@@ -1,0 +1,67 @@
+// TLS through OpenSSL: server credentials and the per-connection relay.
+//
+// OpenSSL forbids concurrent reads and writes on one SSL object, while our
+// protocol engines read on one thread and write replies from many. So each
+// TLS connection gets one owner: a relay thread that alone touches the SSL
+// object and moves bytes between it and a local socketpair. The engine
+// talks plaintext on the other end of the pair, exactly as on a plain
+// socket. The cost is one extra copy per byte, small next to the cipher.
+//
+// Credentials: an X.509 certificate and key (PEM), optionally a CA file that
+// client certificates must chain to (then clients must present one), and/or
+// a PSK file of "identity:hexkey" lines, the format nbdkit and qemu use.
+// TLS 1.2 is the minimum.
+//
+// Thread safety: a TlsServerContext is immutable after create() and may be
+// shared by all connections.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "util/fd.hpp"
+#include "util/status.hpp"
+
+typedef struct ssl_ctx_st SSL_CTX;
+
+namespace memsync {
+
+struct TlsServerOptions {
+  std::string cert_file;  // PEM certificate chain of this server
+  std::string key_file;   // PEM private key for cert_file
+  std::string ca_file;    // if set, clients must present a certificate signed by it
+  std::string psk_file;   // if set, "identity:hexkey" lines accepted as pre-shared keys
+};
+
+class TlsServerContext {
+ public:
+  static Result<std::shared_ptr<TlsServerContext>> create(const TlsServerOptions& opts);
+  ~TlsServerContext();
+  TlsServerContext(const TlsServerContext&) = delete;
+  TlsServerContext& operator=(const TlsServerContext&) = delete;
+
+  // Runs the server side of a TLS handshake on the descriptors (the same
+  // socket twice, or stdin and stdout) and starts the relay thread. On
+  // success returns the plaintext end, and the relay as an opaque owner:
+  // keep it alive as long as the plaintext end is used; destroying it waits
+  // for the relay, which ends once the plaintext end is closed.
+  struct Accepted {
+    UniqueFd plain;
+    std::shared_ptr<void> relay;
+  };
+  Result<Accepted> accept(UniqueFd in, UniqueFd out) const;
+
+  // Looks up a PSK identity (used by OpenSSL's callback).
+  const std::string* find_psk(const std::string& identity) const;
+
+ private:
+  TlsServerContext() = default;
+  SSL_CTX* ctx_ = nullptr;
+  std::map<std::string, std::string> psk_;  // identity -> raw key bytes
+};
+
+// Reads an "identity:hexkey" file. Errors name the file and line.
+Result<std::map<std::string, std::string>> read_psk_file(const std::string& path);
+
+}  // namespace memsync
