@@ -79,6 +79,8 @@ class [[nodiscard]] Result {
   T&& value() && { check(); return std::move(*value_); }
   T* operator->() { check(); return &*value_; }
   T& operator*() & { check(); return *value_; }
+  const T& operator*() const& { check(); return *value_; }
+  T&& operator*() && { check(); return std::move(*value_); }
 
  private:
   void check() const {

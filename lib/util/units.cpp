@@ -72,17 +72,13 @@ Result<std::chrono::nanoseconds> parse_duration(std::string_view text) {
 std::string format_size(uint64_t bytes) {
   static const char* kSuffix[] = {"", "K", "M", "G", "T", "P", "E"};
   int i = 0;
-  double v = static_cast<double>(bytes);
-  while (v >= 1024 && i < 6 && (bytes % 1024 == 0 || v >= 10 * 1024)) {
-    v /= 1024;
-    ++i;
-    if (bytes % 1024 == 0) bytes /= 1024;
-  }
+  while (i < 6 && bytes >= (1ULL << (10 * (i + 1)))) ++i;
+  const uint64_t unit = 1ULL << (10 * i);
   char buf[32];
-  if (v == static_cast<double>(static_cast<uint64_t>(v)))
-    std::snprintf(buf, sizeof buf, "%llu%s", static_cast<unsigned long long>(v), kSuffix[i]);
+  if (bytes % unit == 0)
+    std::snprintf(buf, sizeof buf, "%llu%s", static_cast<unsigned long long>(bytes / unit), kSuffix[i]);
   else
-    std::snprintf(buf, sizeof buf, "%.1f%s", v, kSuffix[i]);
+    std::snprintf(buf, sizeof buf, "%.1f%s", static_cast<double>(bytes) / static_cast<double>(unit), kSuffix[i]);
   return buf;
 }
 

@@ -1,0 +1,303 @@
+// The NBD server engine spoken to byte by byte: handshake options, request
+// validation, concurrency and bad input, as the NBD spec prescribes.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include "../helpers/raw_nbd_client.hpp"
+#include "backend/file_store.hpp"
+#include "backend/mem_store.hpp"
+#include "nbd/handshake.hpp"
+#include "nbd/server.hpp"
+
+using namespace memsync;
+using namespace memsync::nbd;
+using memsync::test::RawNbdClient;
+
+namespace {
+
+// A server serving `store` on one end of a socketpair, on its own thread.
+class Harness {
+ public:
+  explicit Harness(std::shared_ptr<Store> store, ServerOptions opts = {}) : server_(std::move(store), opts) {
+    int sv[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    client_ = std::make_unique<RawNbdClient>(sv[0]);
+    thread_ = std::jthread([this, fd = sv[1]] {
+      Channel ch{UniqueFd(fd)};
+      result_ = server_.serve(ch);
+      done_ = true;
+    });
+  }
+  ~Harness() { server_.stop(); }
+  RawNbdClient& c() { return *client_; }
+  Status finish() {
+    thread_.join();
+    return result_;
+  }
+  NbdServer& server() { return server_; }
+
+ private:
+  NbdServer server_;
+  std::unique_ptr<RawNbdClient> client_;
+  std::jthread thread_;
+  Status result_;
+  std::atomic<bool> done_{false};
+};
+
+std::shared_ptr<Store> mem(uint64_t size = 1 << 20) { return *MemStore::create(size); }
+
+std::span<const std::byte> bytes(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
+
+TEST(Handshake, GreetingAndGo) {
+  Harness h(mem());
+  uint64_t size = 0;
+  uint16_t flags = 0;
+  ASSERT_TRUE(h.c().handshake(false, false, &size, &flags));
+  EXPECT_EQ(size, 1u << 20);
+  EXPECT_TRUE(flags & kFlagHasFlags);
+  EXPECT_TRUE(flags & kFlagSendFlush);
+  EXPECT_TRUE(flags & kFlagCanMultiConn);
+  EXPECT_FALSE(flags & kFlagReadOnly);
+  EXPECT_FALSE(flags & kFlagSendDf);  // no structured replies were negotiated
+}
+
+TEST(Handshake, UnknownClientFlagsCloseTheConnection) {
+  Harness h(mem());
+  ASSERT_GE(h.c().read_greeting(), 0);
+  h.c().send_client_flags(1u << 7);
+  EXPECT_TRUE(h.c().closed());
+  EXPECT_EQ(h.finish().code(), EPROTO);
+}
+
+TEST(Handshake, UnknownOptionIsUnsupportedAndStaysInSync) {
+  Harness h(mem());
+  ASSERT_GE(h.c().read_greeting(), 0);
+  h.c().send_client_flags(kClientFixedNewstyle);
+  h.c().send_option(4242, bytes("some option data"));
+  auto r = h.c().read_opt_reply();
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.option, 4242u);
+  EXPECT_EQ(r.type, kRepErrUnsup);
+  h.c().send_option(kOptList, {});
+  auto list = h.c().read_until_final();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].type, kRepServer);
+  EXPECT_EQ(list[1].type, kRepAck);
+}
+
+TEST(Handshake, OversizedOptionIsSkipped) {
+  Harness h(mem());
+  ASSERT_GE(h.c().read_greeting(), 0);
+  h.c().send_client_flags(kClientFixedNewstyle);
+  std::vector<std::byte> big(kMaxOptionLength + 1000);
+  h.c().send_option(kOptInfo, big);
+  EXPECT_EQ(h.c().read_opt_reply().type, kRepErrTooBig);
+  h.c().send_option(kOptList, {});
+  EXPECT_EQ(h.c().read_until_final().back().type, kRepAck);
+}
+
+TEST(Handshake, MalformedAndUnknownExports) {
+  Harness h(mem());
+  ASSERT_GE(h.c().read_greeting(), 0);
+  h.c().send_client_flags(kClientFixedNewstyle);
+  ByteWriter lying;  // name length larger than the data
+  lying.u32(100).str("x").u16(0);
+  h.c().send_option(kOptGo, lying.data());
+  EXPECT_EQ(h.c().read_opt_reply().type, kRepErrInvalid);
+  ByteWriter unknown;
+  unknown.u32(4).str("nope").u16(0);
+  h.c().send_option(kOptInfo, unknown.data());
+  EXPECT_EQ(h.c().read_opt_reply().type, kRepErrUnknown);
+  h.c().send_option(kOptList, bytes("x"));
+  EXPECT_EQ(h.c().read_opt_reply().type, kRepErrInvalid);
+  h.c().send_option(kOptStartTls, {});
+  EXPECT_EQ(h.c().read_opt_reply().type, kRepErrPolicy);
+  ByteWriter meta;
+  meta.u32(0).u32(1).u32(15).str("base:allocation");
+  h.c().send_option(kOptSetMetaContext, meta.data());  // before STRUCTURED_REPLY
+  EXPECT_EQ(h.c().read_opt_reply().type, kRepErrInvalid);
+  h.c().send_option(kOptAbort, {});
+  EXPECT_EQ(h.c().read_opt_reply().type, kRepAck);
+  EXPECT_TRUE(h.finish().is_ok());
+}
+
+TEST(Handshake, NamedExportAndInfo) {
+  ServerOptions o;
+  o.export_config.name = "disk";
+  o.export_config.description = "a test disk";
+  Harness h(mem(), o);
+  ASSERT_GE(h.c().read_greeting(), 0);
+  h.c().send_client_flags(kClientFixedNewstyle);
+  ByteWriter info;
+  info.u32(4).str("disk").u16(2).u16(kInfoName).u16(kInfoDescription);
+  h.c().send_option(kOptInfo, info.data());
+  auto rs = h.c().read_until_final();
+  std::set<uint16_t> seen;
+  for (auto& r : rs)
+    if (r.type == kRepInfo) seen.insert(load_be16(r.data.data()));
+  EXPECT_TRUE(seen.count(kInfoExport) && seen.count(kInfoName) && seen.count(kInfoDescription) &&
+              seen.count(kInfoBlockSize));
+  EXPECT_EQ(rs.back().type, kRepAck);
+}
+
+TEST(Handshake, TlsRequiredRefusesPlainOptions) {
+  ServerOptions o;
+  o.export_config.tls = TlsMode::Require;
+  Harness h(mem(), o);
+  ASSERT_GE(h.c().read_greeting(), 0);
+  h.c().send_client_flags(kClientFixedNewstyle);
+  h.c().send_option(kOptList, {});
+  EXPECT_EQ(h.c().read_opt_reply().type, kRepErrTlsReqd);
+  h.c().send_option(kOptExportName, {});  // cannot be refused politely: hard close
+  EXPECT_TRUE(h.c().closed());
+}
+
+TEST(Transmission, WriteReadFlushDisc) {
+  Harness h(mem());
+  ASSERT_TRUE(h.c().handshake());
+  std::vector<std::byte> data(8192, std::byte{0x5a});
+  h.c().send_request(kCmdWrite, 4096, 8192, 1, kCmdFlagFua, data);
+  auto w = h.c().read_simple_reply();
+  ASSERT_TRUE(w.ok);
+  EXPECT_EQ(w.error, 0u);
+  EXPECT_EQ(w.cookie, 1u);
+  h.c().send_request(kCmdRead, 4096, 8192, 2);
+  auto r = h.c().read_simple_reply();
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.error, 0u);
+  EXPECT_EQ(h.c().recv(8192), data);
+  h.c().send_request(kCmdFlush, 0, 0, 3);
+  EXPECT_EQ(h.c().read_simple_reply().error, 0u);
+  h.c().send_request(kCmdDisc, 0, 0, 4);
+  EXPECT_TRUE(h.c().closed());
+  EXPECT_TRUE(h.finish().is_ok());
+}
+
+TEST(Transmission, BadRequestsGetErrorsAndTheConnectionGoesOn) {
+  ServerOptions o;
+  o.export_config.max_payload = 65536;
+  Harness h(mem(), o);
+  ASSERT_TRUE(h.c().handshake());
+  h.c().send_request(77, 0, 10, 1);  // unknown command
+  EXPECT_EQ(h.c().read_simple_reply().error, kEinval);
+  h.c().send_request(kCmdRead, (1 << 20) - 1, 2, 2);  // beyond the end
+  EXPECT_EQ(h.c().read_simple_reply().error, kEinval);
+  std::vector<std::byte> big(65537);
+  h.c().send_request(kCmdWrite, 0, 65537, 3, 0, big);  // over the maximum: payload skipped
+  EXPECT_EQ(h.c().read_simple_reply().error, kEinval);
+  std::vector<std::byte> two(2);
+  h.c().send_request(kCmdWrite, (1 << 20) - 1, 2, 4, 0, two);  // write past the end
+  EXPECT_EQ(h.c().read_simple_reply().error, kEnospc);
+  h.c().send_request(kCmdRead, 0, 16, 5);  // still in sync
+  auto r = h.c().read_simple_reply();
+  EXPECT_EQ(r.error, 0u);
+  EXPECT_EQ(r.cookie, 5u);
+  EXPECT_EQ(h.c().recv(16).size(), 16u);
+}
+
+TEST(Transmission, ReadOnlyExportRefusesWrites) {
+  ServerOptions o;
+  o.export_config.read_only = true;
+  Harness h(mem(), o);
+  uint16_t flags = 0;
+  ASSERT_TRUE(h.c().handshake(false, false, nullptr, &flags));
+  EXPECT_TRUE(flags & kFlagReadOnly);
+  std::vector<std::byte> d(512);
+  h.c().send_request(kCmdWrite, 0, 512, 9, 0, d);
+  EXPECT_EQ(h.c().read_simple_reply().error, kEperm);
+}
+
+TEST(Transmission, BadMagicDisconnects) {
+  Harness h(mem());
+  ASSERT_TRUE(h.c().handshake());
+  ByteWriter junk;
+  junk.u32(0x12345678).zeros(24);
+  h.c().send(junk.data());
+  EXPECT_TRUE(h.c().closed());
+  EXPECT_EQ(h.finish().code(), EPROTO);
+}
+
+TEST(Transmission, ClientVanishingMidWriteEndsOnlyThatConnection) {
+  Harness h(mem());
+  ASSERT_TRUE(h.c().handshake());
+  std::vector<std::byte> half(100);
+  h.c().send_request(kCmdWrite, 0, 4096, 1, 0, half);
+  ::shutdown(h.c().fd(), SHUT_WR);
+  Status st = h.finish();
+  EXPECT_EQ(st.code(), EPROTO);  // logged as the client's fault, no crash, no hang
+}
+
+TEST(Transmission, PipelinedRequestsAllAnswered) {
+  ServerOptions o;
+  o.transmission.threads = 8;
+  Harness h(mem(16 << 20), o);
+  ASSERT_TRUE(h.c().handshake(true));
+  constexpr int kN = 200;
+  std::jthread sender([&] {
+    std::vector<std::byte> d(65536, std::byte{7});
+    for (int i = 0; i < kN; ++i) {
+      if (i % 2) h.c().send_request(kCmdWrite, static_cast<uint64_t>(i) * 65536, 65536, i, 0, d);
+      else h.c().send_request(kCmdRead, static_cast<uint64_t>(i) * 65536, 65536, i);
+    }
+  });
+  std::set<uint64_t> cookies;
+  for (int i = 0; i < kN; ++i) {
+    auto c = h.c().read_any_reply();
+    ASSERT_TRUE(c.ok) << "reply " << i;
+    EXPECT_TRUE(c.flags & kReplyFlagDone);
+    cookies.insert(c.cookie);
+  }
+  EXPECT_EQ(cookies.size(), static_cast<size_t>(kN));
+}
+
+TEST(Transmission, StructuredReadSendsHolesAndBlockStatus) {
+  auto path = std::filesystem::temp_directory_path() / ("memsync-holes-" + std::to_string(::getpid()));
+  auto store = *FileStore::open(path.string(), FileStoreOptions{false, 4 << 20});
+  std::vector<std::byte> d(65536, std::byte{1});
+  ASSERT_TRUE(store->write_at(d, 1 << 20));
+  Harness h(store);
+  ASSERT_TRUE(h.c().handshake(true, true));
+  h.c().send_request(kCmdRead, 0, 2 << 20, 1);
+  uint64_t covered = 0;
+  bool saw_hole = false, done = false;
+  while (!done) {
+    auto c = h.c().read_any_reply();
+    ASSERT_TRUE(c.ok);
+    done = c.flags & kReplyFlagDone;
+    if (c.type == kReplyTypeOffsetHole) {
+      saw_hole = true;
+      covered += load_be32(c.payload.data() + 8);
+    } else {
+      ASSERT_EQ(c.type, kReplyTypeOffsetData);
+      covered += c.payload.size() - 8;
+    }
+  }
+  EXPECT_TRUE(saw_hole);
+  EXPECT_EQ(covered, 2u << 20);
+  h.c().send_request(kCmdBlockStatus, 0, 4 << 20, 2);
+  auto bs = h.c().read_any_reply();
+  ASSERT_TRUE(bs.ok);
+  EXPECT_EQ(bs.type, kReplyTypeBlockStatus);
+  ASSERT_GE(bs.payload.size(), 4u + 8u * 3);
+  EXPECT_EQ(load_be32(bs.payload.data()), kBaseAllocationId);
+  EXPECT_EQ(load_be32(bs.payload.data() + 8) & kStateHole, kStateHole);  // [0, 1M) is a hole
+  std::filesystem::remove(path);
+}
+
+TEST(Transmission, StopFinishesInFlightWork) {
+  Harness h(mem());
+  ASSERT_TRUE(h.c().handshake());
+  h.c().send_request(kCmdRead, 0, 4096, 1);
+  auto r = h.c().read_simple_reply();
+  EXPECT_EQ(r.error, 0u);
+  EXPECT_EQ(h.c().recv(4096).size(), 4096u);
+  h.server().stop();
+  EXPECT_TRUE(h.c().closed());
+  EXPECT_TRUE(h.finish().is_ok());
+}
+
+}  // namespace
