@@ -20,7 +20,7 @@ ASAN      := build-asan
 FUZZ      := build-fuzz
 
 WARN      := -Wall -Wextra -Werror -Wno-missing-field-initializers
-CPPFLAGS  := -Ilib -DMEMSYNC_VERSION='"$(VERSION)"' -D_GNU_SOURCE
+CPPFLAGS  := -Ilib -Itests -DMEMSYNC_VERSION='"$(VERSION)"' -D_GNU_SOURCE
 CXXFLAGS  ?= -O2 -g
 CXXSTD    := -std=c++20 -pthread $(WARN)
 LDLIBS    := -lboost_program_options -lssl -lcrypto -pthread
@@ -35,7 +35,7 @@ BINS      := $(TOOLS:%=$(BUILD)/bin/%)
 # Debian packages: build, tests (third-party NBD clients, the VM), benchmarks.
 DEB_PACKAGES := g++ make pkg-config libboost-program-options-dev libssl-dev \
   libnl-3-dev libnl-genl-3-dev liblz4-dev libhiredis-dev libgtest-dev \
-  clang libclang-rt-14-dev bats mandoc libnbd-bin nbdkit qemu-utils fio \
+  clang libclang-rt-14-dev bats mandoc libnbd-bin python3-libnbd nbdkit qemu-utils fio \
   nbd-client nbd-server gnutls-bin openssl redis-server \
   qemu-system-x86 busybox-static xz-utils procps
 
@@ -57,6 +57,9 @@ $(BUILD)/libmemsync.a: $(LIB_OBJ)
 
 $(BUILD)/bin/%: $(BUILD)/tools/%/main.o $(BUILD)/libmemsync.a
 	@mkdir -p $(@D)
+	$(CXX) $(CXXSTD) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/nbd-probe: $(BUILD)/tests/helpers/nbd-probe.o $(BUILD)/libmemsync.a
 	$(CXX) $(CXXSTD) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/unit-tests: $(UNIT_SRC:%.cpp=$(BUILD)/%.o) $(BUILD)/libmemsync.a
@@ -85,7 +88,7 @@ unit: deps $(BUILD)/unit-tests
 unit-asan: deps $(ASAN)/unit-tests
 	$(ASAN)/unit-tests --gtest_brief=1
 
-bats: all
+bats: all $(BUILD)/tests/nbd-probe
 	bats --timing tests/*.bats
 
 fuzz: deps $(FUZZERS)
@@ -99,7 +102,7 @@ lint: deps
 
 # One target runs every suite, timing each, then prints the totals line.
 check: deps
-	@$(MAKE) --no-print-directory -j$(JOBS) all $(BUILD)/unit-tests $(ASAN)/unit-tests $(FUZZERS)
+	@$(MAKE) --no-print-directory -j$(JOBS) all $(BUILD)/tests/nbd-probe $(BUILD)/unit-tests $(ASAN)/unit-tests $(FUZZERS)
 	@tests/helpers/run-suites \
 	  "unit"      "$(BUILD)/unit-tests --gtest_brief=1" \
 	  "unit-asan" "$(ASAN)/unit-tests --gtest_brief=1" \

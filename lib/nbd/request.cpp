@@ -23,6 +23,10 @@ Verdict check_request(const Request& req, const RequestLimits& l) {
   auto fail = [](uint32_t e, std::string m) { return Verdict{e, std::move(m)}; };
   const bool read_only = l.transmission_flags & kFlagReadOnly;
   uint16_t allowed = (l.transmission_flags & kFlagSendFua) ? kCmdFlagFua : 0;
+  // The spec wants EPERM for writes and trims on a read-only export, even
+  // though TRIM and WRITE_ZEROES are not offered there.
+  if (read_only && (req.type == kCmdWrite || req.type == kCmdTrim || req.type == kCmdWriteZeroes))
+    return fail(kEperm, std::string(command_name(req.type)) + " on a read-only export");
   switch (req.type) {
     case kCmdRead:
       if (l.transmission_flags & kFlagSendDf) allowed |= kCmdFlagDf;
@@ -51,9 +55,6 @@ Verdict check_request(const Request& req, const RequestLimits& l) {
     if (req.offset != 0 || req.length != 0) return fail(kEinval, "FLUSH with nonzero offset or length");
     return {};
   }
-  if (req.type == kCmdWrite && read_only) return fail(kEperm, "write to a read-only export");
-  if ((req.type == kCmdTrim || req.type == kCmdWriteZeroes) && read_only)
-    return fail(kEperm, std::string(command_name(req.type)) + " on a read-only export");
   if ((req.type == kCmdRead || req.type == kCmdWrite) && req.length > l.max_payload)
     return fail(req.type == kCmdRead && (req.flags & kCmdFlagDf) ? kEoverflow : kEinval,
                 std::string(command_name(req.type)) + " of " + std::to_string(req.length) +

@@ -23,7 +23,7 @@ constexpr size_t kKeepBuffer = 4 << 20;
 class Transmission {
  public:
   Transmission(Channel& ch, Store& store, const ExportConfig& cfg, const Session& s)
-      : ch_(ch), store_(store), cfg_(cfg), s_(s) {
+      : ch_(ch), store_(store), s_(s) {
     limits_.export_size = store.size();
     limits_.max_payload = cfg.max_payload;
     limits_.min_block = cfg.min_block;
@@ -76,7 +76,6 @@ class Transmission {
 
   Channel& ch_;
   Store& store_;
-  const ExportConfig& cfg_;
   const Session& s_;
   RequestLimits limits_;
   std::mutex read_mu_;
