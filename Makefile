@@ -82,6 +82,13 @@ $(FUZZ)/%.o: %.cpp
 $(FUZZ)/%: $(FUZZ)/tests/fuzz/%.o $(LIB_SRC:%.cpp=$(FUZZ)/%.o)
 	$(CLANGXX) $(CXXSTD) -O1 -g -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
 
+# The tools and test helpers must also compile warning-free under clang (the
+# library already does, in the fuzz build).
+$(FUZZ)/clang-syntax.ok: $(wildcard tools/*/main.cpp) tests/helpers/nbd-probe.cpp $(UNIT_SRC)
+	@mkdir -p $(@D)
+	$(CLANGXX) $(CXXSTD) $(CPPFLAGS) -fsyntax-only $^
+	@touch $@
+
 unit: deps $(BUILD)/unit-tests
 	$(BUILD)/unit-tests --gtest_brief=1
 
@@ -102,7 +109,7 @@ lint: deps
 
 # One target runs every suite, timing each, then prints the totals line.
 check: deps
-	@$(MAKE) --no-print-directory -j$(JOBS) all $(BUILD)/tests/nbd-probe $(BUILD)/unit-tests $(ASAN)/unit-tests $(FUZZERS)
+	@$(MAKE) --no-print-directory -j$(JOBS) all $(BUILD)/tests/nbd-probe $(BUILD)/unit-tests $(ASAN)/unit-tests $(FUZZERS) $(FUZZ)/clang-syntax.ok
 	@tests/helpers/run-suites \
 	  "unit"      "$(BUILD)/unit-tests --gtest_brief=1" \
 	  "unit-asan" "$(ASAN)/unit-tests --gtest_brief=1" \

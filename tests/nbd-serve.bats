@@ -77,6 +77,30 @@ teardown() { common_teardown; }
   [ "$output" = 1048576 ]
 }
 
+@test "--listen fd:N serves a listening socket or a single connected one" {
+  require nbdinfo libnbd-bin
+  run nbdinfo --size -- [ "$NBD_SERVE" --listen fd:3 mem:4M ]
+  [ "$status" -eq 0 ]
+  [ "$output" = 4194304 ]
+  run nbdsh -c 'h.connect_command(["'"$NBD_SERVE"'", "--listen", "fd:0", "mem:2M"]); print(h.get_size()); h.shutdown()'
+  [ "$status" -eq 0 ]
+  [ "$output" = 2097152 ]
+  run "$NBD_SERVE" --listen fd:77 mem:1M
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"no such descriptor"* ]]
+}
+
+@test "--handshake-timeout drops a client that says nothing" {
+  serve s --handshake-timeout 300ms mem:1M
+  run "$PROBE" "unix:$SOCK" idle
+  [ "$output" = closed ]
+  grep -q 'timed out' "$T/s.log"
+  nbdinfo --size "$URI"
+  run "$NBD_SERVE" --handshake-timeout 5x mem:1M
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"unknown unit"* ]]
+}
+
 @test "--listen unix: many clients at once; data written by one is read by another" {
   require nbdcopy libnbd-bin
   random_file "$T/in" 8

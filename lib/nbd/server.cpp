@@ -26,21 +26,27 @@ Status NbdServer::serve(Channel& ch) {
     single_ = &ch;
   }
   ++active_;
-  auto session = server_handshake(ch, opts_.export_config, *store_);
-  Status st;
-  if (session) {
-    log::info("handshake done: structured replies " + std::string(session->structured_replies ? "on" : "off") +
-              ", TLS " + (session->tls ? "on" : "off"));
-    st = run_transmission(ch, *store_, opts_.export_config, *session, opts_.transmission);
-  } else if (!session.status().is_reconnect()) {
-    st = session.status();
-  }
+  Status st = converse(ch);
   {
     std::lock_guard lock(mu_);
     single_ = nullptr;
   }
   --active_;
   return st;
+}
+
+Status NbdServer::converse(Channel& ch) {
+  // A client that connects and then says nothing must not hold a slot.
+  ch.set_read_timeout(opts_.handshake_timeout_ms);
+  auto session = server_handshake(ch, opts_.export_config, *store_);
+  ch.set_read_timeout(0);
+  if (!session) {
+    if (session.status().code() == ETIMEDOUT) return session.status().with_context("handshake");
+    return session.status().is_reconnect() ? Status::ok() : session.status();
+  }
+  log::info("handshake done: structured replies " + std::string(session->structured_replies ? "on" : "off") +
+            ", TLS " + (session->tls ? "on" : "off"));
+  return run_transmission(ch, *store_, opts_.export_config, *session, opts_.transmission);
 }
 
 void NbdServer::stop() {
@@ -104,13 +110,7 @@ Status NbdServer::run(std::vector<UniqueFd> listeners) {
       slot.channel = std::make_shared<Channel>(std::move(conn));
       ++active_;
       slot.thread = std::jthread([this, &slot] {
-        Status st = Status::ok();
-        auto session = server_handshake(*slot.channel, opts_.export_config, *store_);
-        if (session) {
-          st = run_transmission(*slot.channel, *store_, opts_.export_config, *session, opts_.transmission);
-        } else if (!session.status().is_reconnect()) {
-          st = session.status();
-        }
+        Status st = converse(*slot.channel);
         if (!st) log::warn("connection ended: " + st.message());
         else log::info("connection closed");
         slot.channel->shutdown_write();

@@ -30,6 +30,7 @@ struct ServerOptions {
   ExportConfig export_config;
   TransmissionOptions transmission;
   unsigned max_connections = 64;  // further clients are accepted and closed at once
+  unsigned handshake_timeout_ms = 10000;  // a client must finish the handshake within this; 0 = no limit
 };
 
 class NbdServer {
@@ -52,6 +53,8 @@ class NbdServer {
     std::atomic<bool> finished{false};
   };
   void reap(bool all);
+  // Handshake then transmission on one channel; ok for an orderly end.
+  Status converse(Channel& ch);
 
   std::shared_ptr<Store> store_;
   ServerOptions opts_;

@@ -44,6 +44,7 @@ void Channel::init() {
     stop_event_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   }
   if (buf_.empty()) buf_.resize(kBufferSize);
+  if (read_timeout_ms_) set_read_timeout(read_timeout_ms_);  // survives upgrade()
 }
 
 Status Channel::fill() {
@@ -64,6 +65,7 @@ Status Channel::fill() {
     }
     if (n == 0) return Status::closed("connection closed by peer");
     if (errno == EINTR) continue;
+    if (errno == EAGAIN) return Status::error(ETIMEDOUT, "read from connection: timed out");
     return Status::from_errno("read from connection");
   }
 }
@@ -87,6 +89,7 @@ Status Channel::read_exact(std::span<std::byte> dst) {
       ssize_t n = ::read(in_.get(), dst.data() + got, want);
       if (n > 0) { got += static_cast<size_t>(n); at_boundary = false; continue; }
       if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) return Status::error(ETIMEDOUT, "read from connection: timed out");
       if (n < 0) return Status::from_errno("read from connection");
       clean_eof_ = at_boundary;
       return Status::closed("connection closed by peer");
@@ -150,6 +153,13 @@ void Channel::stop() {
     ssize_t r = ::write(stop_event_.get(), &one, sizeof one);
     (void)r;
   }
+}
+
+void Channel::set_read_timeout(unsigned ms) {
+  read_timeout_ms_ = ms;
+  if (!in_is_socket_) return;
+  timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+  ::setsockopt(in_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 }
 
 void Channel::shutdown_write() {

@@ -53,6 +53,10 @@ class Channel {
   // Sends a FIN after everything written so far (sockets only).
   void shutdown_write();
 
+  // Makes reads fail with EAGAIN after `ms` milliseconds without data (0 =
+  // wait forever). Sockets only; a no-op on pipes. Used to bound handshakes.
+  void set_read_timeout(unsigned ms);
+
   int read_fd() const { return in_.get(); }
   int write_fd() const { return out_.valid() ? out_.get() : in_.get(); }
   bool is_tcp() const { return is_tcp_; }
@@ -75,6 +79,7 @@ class Channel {
   std::vector<std::byte> buf_;
   size_t begin_ = 0, end_ = 0;
   bool clean_eof_ = false;
+  unsigned read_timeout_ms_ = 0;
   std::mutex write_mu_;
   std::shared_ptr<void> keep_alive_;
 };

@@ -75,6 +75,11 @@ int run(RawNbdClient& c, const std::string& scenario, uint64_t& size) {
     say(c.closed() ? "closed" : "open");
     return 0;
   }
+  if (scenario == "idle") {  // say nothing after the greeting
+    if (c.read_greeting() < 0) return 1;
+    say(c.closed(20000) ? "closed" : "open");
+    return 0;
+  }
   if (scenario == "bad-option-magic") {
     if (c.read_greeting() < 0) return 1;
     c.send_client_flags(kClientFixedNewstyle);

@@ -1,6 +1,7 @@
 // nbd-serve: serve one backend as an NBD export.
 // The man page (man/nbd-serve.1) is the contract; this file only wires
 // library pieces: options -> store -> NbdServer -> listeners or stdio.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -46,6 +47,8 @@ Options:
       --preferred-block-size SIZE  preferred block size (default 4K)
       --max-payload SIZE    largest read or write request (default 32M)
       --max-connections N   concurrent clients (default 64)
+      --handshake-timeout DURATION  drop clients that have not finished
+                            the handshake by then (default 10s; 0 = never)
   -t, --threads N           concurrent requests per connection (default 16)
       --tls MODE            off, on or require (default off)
       --tls-cert FILE       PEM certificate of this server
@@ -88,6 +91,7 @@ uint32_t block_size_option(const std::string& text, const char* option, uint64_t
 
 int serve_main(int argc, char** argv) {
   std::string listen, run, backend, tls_mode = "off", min_bs = "1", pref_bs = "4K", max_payload = "32M";
+  std::string handshake_timeout = "10s";
   nbd::ServerOptions opts;
   TlsServerOptions tls;
   bool help = false, version = false;
@@ -104,6 +108,7 @@ int serve_main(int argc, char** argv) {
       ("preferred-block-size", po::value(&pref_bs))
       ("max-payload", po::value(&max_payload))
       ("max-connections", po::value(&opts.max_connections))
+      ("handshake-timeout", po::value(&handshake_timeout))
       ("threads,t", po::value(&opts.transmission.threads))
       ("tls", po::value(&tls_mode))
       ("tls-cert", po::value(&tls.cert_file))
@@ -141,6 +146,10 @@ int serve_main(int argc, char** argv) {
   if (opts.transmission.threads == 0 || opts.transmission.threads > 1024)
     throw cli::UsageError("--threads: must be between 1 and 1024");
   if (opts.max_connections == 0) throw cli::UsageError("--max-connections: must be at least 1");
+  auto hs = cli::usage_value(parse_duration(handshake_timeout), "--handshake-timeout");
+  if (hs > std::chrono::hours(24)) throw cli::UsageError("--handshake-timeout: at most 24h");
+  opts.handshake_timeout_ms = static_cast<unsigned>(std::chrono::duration_cast<std::chrono::milliseconds>(hs).count());
+  if (hs.count() > 0 && opts.handshake_timeout_ms == 0) opts.handshake_timeout_ms = 1;
 
   if (tls_mode == "off") ec.tls = nbd::TlsMode::Off;
   else if (tls_mode == "on") ec.tls = nbd::TlsMode::On;
@@ -158,15 +167,23 @@ int serve_main(int argc, char** argv) {
   if (!listen.empty()) listen_ep = cli::usage_value(parse_endpoint(listen), "--listen");
   if (listen_ep && listen_ep->kind == Endpoint::Kind::Stdio)
     throw cli::UsageError("--listen -: standard input is served without --listen");
+  // fd:N names either a listening socket (accept on it) or one connection.
+  std::optional<int> connected_fd;
+  if (listen_ep && listen_ep->kind == Endpoint::Kind::Fd && !is_listening_socket(listen_ep->fd)) {
+    if (::fcntl(listen_ep->fd, F_GETFD) < 0) throw cli::UsageError("--listen fd:" + std::to_string(listen_ep->fd) + ": no such descriptor");
+    connected_fd = listen_ep->fd;
+    listen_ep.reset();
+  }
 
   auto store = open_store(backend, OpenOptions{ec.read_only});
   if (!store) return cli::fail("open backend '" + backend + "'", store.status());
 
   // Listeners: --listen, else socket activation, else a private socket for --run.
-  std::vector<UniqueFd> listeners = take_activated_sockets();
+  // --listen wins over socket activation; activated sockets are left alone then.
+  std::vector<UniqueFd> listeners;
+  if (!listen_ep && !connected_fd) listeners = take_activated_sockets();
   std::filesystem::path run_dir;
   if (listen_ep) {
-    listeners.clear();
     auto l = listen_endpoint(*listen_ep);
     if (!l) return cli::fail("listen on " + listen, l.status());
     listeners = std::move(l).value();
@@ -186,12 +203,13 @@ int serve_main(int argc, char** argv) {
   int exit_code = cli::kExitOk;
 
   if (listeners.empty()) {
-    // One connection on stdin/stdout.
-    if (!run.empty()) throw cli::UsageError("--run needs a socket: it cannot be used with standard input");
-    if (::isatty(STDIN_FILENO))
+    // One connection: fd:N, or stdin/stdout.
+    if (!run.empty()) throw cli::UsageError("--run needs a socket to listen on: it cannot serve a single connection");
+    if (!connected_fd && ::isatty(STDIN_FILENO))
       throw cli::UsageError("standard input is a terminal: give --listen ENDPOINT, or connect stdin to a client");
     SignalWatcher signals({SIGINT, SIGTERM, SIGHUP}, [&](int) { server.stop(); });
-    Channel ch(UniqueFd(::dup(STDIN_FILENO)), UniqueFd(::dup(STDOUT_FILENO)));
+    Channel ch = connected_fd ? Channel(UniqueFd(*connected_fd))
+                              : Channel(UniqueFd(::dup(STDIN_FILENO)), UniqueFd(::dup(STDOUT_FILENO)));
     Status st = server.serve(ch);
     Status synced = (*store)->sync();
     if (!st) exit_code = cli::fail("serve the connection", st);
