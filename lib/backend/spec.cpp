@@ -2,24 +2,20 @@
 
 #include <array>
 
+#include "util/hex.hpp"
+
 namespace memsync {
 namespace {
 
 constexpr std::array<std::string_view, 8> kSchemes = {"mem", "file", "dir", "remote", "redis", "tape", "nbd", "nbds"};
 
-int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 Result<std::string> percent_decode(std::string_view s, std::string_view whole) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] != '%') { out.push_back(s[i]); continue; }
-    int hi = i + 1 < s.size() ? hexval(s[i + 1]) : -1;
-    int lo = i + 2 < s.size() ? hexval(s[i + 2]) : -1;
+    int hi = i + 1 < s.size() ? hex_value(s[i + 1]) : -1;
+    int lo = i + 2 < s.size() ? hex_value(s[i + 2]) : -1;
     if (hi < 0 || lo < 0) return Status::invalid("backend '" + std::string(whole) + "': bad %-escape");
     out.push_back(static_cast<char>(hi * 16 + lo));
     i += 2;

@@ -11,6 +11,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 
 namespace memsync {
 namespace {
@@ -26,15 +27,49 @@ Result<uint16_t> parse_port(std::string_view s, std::string_view whole) {
   return static_cast<uint16_t>(v);
 }
 
-Result<sockaddr_un> unix_address(const std::string& path, socklen_t& len) {
+struct UnixAddress {
   sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  if (path.size() >= sizeof sa.sun_path)
-    return Status::invalid("unix socket path is longer than " + std::to_string(sizeof sa.sun_path - 1) + " bytes: " + path);
-  std::memcpy(sa.sun_path, path.data(), path.size());
-  if (!path.empty() && path[0] == '@') sa.sun_path[0] = '\0';  // abstract namespace
-  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (path[0] == '@' ? 0 : 1));
-  return sa;
+  socklen_t len = 0;
+  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&sa); }
+};
+
+Result<UnixAddress> unix_address(const std::string& path) {
+  UnixAddress a;
+  a.sa.sun_family = AF_UNIX;
+  if (path.size() >= sizeof a.sa.sun_path)
+    return Status::invalid("unix socket path is longer than " + std::to_string(sizeof a.sa.sun_path - 1) + " bytes: " + path);
+  std::memcpy(a.sa.sun_path, path.data(), path.size());
+  const bool abstract = !path.empty() && path[0] == '@';
+  if (abstract) a.sa.sun_path[0] = '\0';
+  a.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (abstract ? 0 : 1));
+  return a;
+}
+
+// A connected unix socket, or the connect error.
+Result<UniqueFd> connect_unix(const UnixAddress& a, const std::string& what) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return Status::from_errno("socket");
+  if (::connect(fd.get(), a.get(), a.len) != 0) return Status::from_errno("connect to " + what);
+  return fd;
+}
+
+using AddrInfoList = std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)>;
+
+// getaddrinfo for a TCP endpoint; an empty host is loopback, "*" (listening
+// only) every interface.
+Result<AddrInfoList> resolve_tcp(const Endpoint& ep, bool passive) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  const char* node = ep.host.c_str();
+  if (ep.host.empty()) node = "127.0.0.1";
+  else if (ep.host == "*") node = passive ? nullptr : "127.0.0.1";
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(ep.port);
+  int rc = ::getaddrinfo(node, port.c_str(), &hints, &res);
+  if (rc != 0) return Status::error(EHOSTUNREACH, "resolve " + ep.to_string() + ": " + gai_strerror(rc));
+  return AddrInfoList(res, &::freeaddrinfo);
 }
 
 }  // namespace
@@ -119,43 +154,30 @@ Result<std::vector<UniqueFd>> listen_endpoint(const Endpoint& ep, int backlog) {
       return out;
     }
     case Endpoint::Kind::Unix: {
-      socklen_t len = 0;
-      auto sa = unix_address(ep.path, len);
-      if (!sa) return sa.status();
+      auto addr = unix_address(ep.path);
+      if (!addr) return addr.status();
       UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
       if (!fd) return Status::from_errno("socket");
-      if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&*sa), len) != 0) {
+      if (::bind(fd.get(), addr->get(), addr->len) != 0) {
         if (errno != EADDRINUSE || ep.path[0] == '@') return Status::from_errno("bind " + ep.to_string());
         // Is anybody still there? Only a dead socket file may be replaced.
-        UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-        if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&*sa), len) == 0)
+        if (connect_unix(*addr, ep.to_string()))
           return Status::error(EADDRINUSE, "bind " + ep.to_string() + ": a server is already listening there");
         struct stat st{};
         if (::lstat(ep.path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode))
           return Status::error(EADDRINUSE, "bind " + ep.to_string() + ": the path exists and is not a socket");
         ::unlink(ep.path.c_str());
-        if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&*sa), len) != 0)
-          return Status::from_errno("bind " + ep.to_string());
+        if (::bind(fd.get(), addr->get(), addr->len) != 0) return Status::from_errno("bind " + ep.to_string());
       }
       if (::listen(fd.get(), backlog) != 0) return Status::from_errno("listen on " + ep.to_string());
       out.push_back(std::move(fd));
       return out;
     }
     case Endpoint::Kind::Tcp: {
-      addrinfo hints{};
-      hints.ai_family = AF_UNSPEC;
-      hints.ai_socktype = SOCK_STREAM;
-      hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-      std::string host = ep.host;
-      const char* node = host.c_str();
-      if (host.empty()) node = "127.0.0.1";  // loopback unless asked otherwise
-      else if (host == "*") node = nullptr;  // every interface, explicitly
-      addrinfo* res = nullptr;
-      std::string port = std::to_string(ep.port);
-      int rc = ::getaddrinfo(node, port.c_str(), &hints, &res);
-      if (rc != 0) return Status::error(EHOSTUNREACH, "resolve " + ep.to_string() + ": " + gai_strerror(rc));
+      auto res = resolve_tcp(ep, true);
+      if (!res) return res.status();
       Status last;
-      for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+      for (addrinfo* ai = res->get(); ai; ai = ai->ai_next) {
         UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
         if (!fd) { last = Status::from_errno("socket"); continue; }
         int one = 1;
@@ -166,7 +188,6 @@ Result<std::vector<UniqueFd>> listen_endpoint(const Endpoint& ep, int backlog) {
         out.push_back(std::move(fd));
         if (ep.port == 0) break;  // an ephemeral port is chosen per socket: keep one
       }
-      ::freeaddrinfo(res);
       if (out.empty()) return last.is_ok() ? Status::invalid("no address for " + ep.to_string()) : last;
       return out;
     }
@@ -182,34 +203,20 @@ Result<UniqueFd> connect_endpoint(const Endpoint& ep) {
       if (is_listening_socket(ep.fd)) return Status::invalid("fd:" + std::to_string(ep.fd) + " is a listening socket, not a connection");
       return UniqueFd(ep.fd);
     case Endpoint::Kind::Unix: {
-      socklen_t len = 0;
-      auto sa = unix_address(ep.path, len);
-      if (!sa) return sa.status();
-      UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-      if (!fd) return Status::from_errno("socket");
-      if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&*sa), len) != 0)
-        return Status::from_errno("connect to " + ep.to_string());
-      return fd;
+      auto addr = unix_address(ep.path);
+      if (!addr) return addr.status();
+      return connect_unix(*addr, ep.to_string());
     }
     case Endpoint::Kind::Tcp: {
-      addrinfo hints{};
-      hints.ai_family = AF_UNSPEC;
-      hints.ai_socktype = SOCK_STREAM;
-      hints.ai_flags = AI_NUMERICSERV;
-      std::string host = ep.host.empty() ? "127.0.0.1" : ep.host;
-      addrinfo* res = nullptr;
-      std::string port = std::to_string(ep.port);
-      int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
-      if (rc != 0) return Status::error(EHOSTUNREACH, "resolve " + ep.to_string() + ": " + gai_strerror(rc));
+      auto res = resolve_tcp(ep, false);
+      if (!res) return res.status();
       Status last = Status::error(ECONNREFUSED, "connect to " + ep.to_string());
-      for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+      for (addrinfo* ai = res->get(); ai; ai = ai->ai_next) {
         UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol));
         if (!fd) { last = Status::from_errno("socket"); continue; }
         if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) { last = Status::from_errno("connect to " + ep.to_string()); continue; }
-        ::freeaddrinfo(res);
         return fd;
       }
-      ::freeaddrinfo(res);
       return last;
     }
   }

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "util/hex.hpp"
 #include "util/log.hpp"
 
 namespace memsync {
@@ -32,12 +33,6 @@ std::string openssl_error(const std::string& what) {
   return msg;
 }
 
-int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 unsigned int psk_server_callback(SSL* ssl, const char* identity, unsigned char* psk, unsigned int max_len) {
   auto* self = static_cast<const TlsServerContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
@@ -187,7 +182,7 @@ Result<std::map<std::string, std::string>> read_psk_file(const std::string& path
     if (hex.empty() || hex.size() % 2 != 0) return Status::invalid(where + ": the key must be an even number of hex digits");
     std::string key;
     for (size_t i = 0; i < hex.size(); i += 2) {
-      int hi = hexval(hex[i]), lo = hexval(hex[i + 1]);
+      int hi = hex_value(hex[i]), lo = hex_value(hex[i + 1]);
       if (hi < 0 || lo < 0) return Status::invalid(where + ": the key is not hexadecimal");
       key.push_back(static_cast<char>(hi * 16 + lo));
     }
