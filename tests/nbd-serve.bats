@@ -290,6 +290,14 @@ probe_case() {
   [ "${lines[1]}" = in-sync ]
 }
 
+@test "bad input: requests not aligned to --min-block-size get EINVAL" {
+  CASE=misaligned-read probe_case --min-block-size 512 mem:1M
+  [ "${lines[0]}" = EINVAL ]
+  [ "${lines[1]}" = in-sync ]
+  run nbdinfo --json "$URI"
+  [[ "$output" == *'"block_size_minimum": 512'* ]]
+}
+
 @test "bad input: writes and trims to a read-only export get EPERM" {
   CASE=write probe_case --read-only mem:1M
   [ "${lines[0]}" = EPERM ]

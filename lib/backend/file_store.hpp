@@ -39,6 +39,13 @@ class FileStore final : public Store {
   bool can_extents() const override { return !is_block_device_; }
   Status extents(uint64_t offset, uint64_t length, std::vector<Extent>& out) override;
   std::string describe() const override { return "file:" + path_; }
+  // Regular files only: sendfile from a block device is no faster here.
+  bool direct_range(uint64_t offset, uint64_t, DirectRange& out) override {
+    if (is_block_device_) return false;
+    out.fd = fd_.get();
+    out.file_offset = offset;
+    return true;
+  }
 
  private:
   FileStore() = default;

@@ -25,6 +25,11 @@ class MemStore final : public Store {
   Status write_zeroes(uint64_t offset, uint64_t length, bool may_punch) override;
   bool can_fast_zero() const override { return true; }
   std::string describe() const override;
+  bool direct_range(uint64_t offset, uint64_t length, DirectRange& out) override {
+    if (!in_range(offset, length)) return false;
+    out.memory = mem_.bytes().data() + offset;
+    return true;
+  }
 
   // The memory itself, for frontends that can serve from it directly.
   std::span<std::byte> bytes() const { return mem_.bytes(); }

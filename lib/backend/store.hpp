@@ -80,6 +80,23 @@ class Store {
   virtual bool can_resize() const { return false; }
   virtual Status resize(uint64_t new_size);
 
+  // Zero-copy access, for frontends that can move bytes without a copy
+  // through their own buffers. Where [offset, offset+length) lives as-is in
+  // a regular file (for sendfile) or in this process's memory, fill `out`
+  // and return true; otherwise return false and use read_at/write_at.
+  // REQUIRES: the range is in bounds. The memory stays valid for the
+  // store's lifetime; concurrent writes to the range may show through, as
+  // with read_at. Wrappers answer false unless they leave bytes unchanged.
+  struct DirectRange {
+    int fd = -1;                  // a regular file holding the bytes, or -1
+    uint64_t file_offset = 0;     // where the range starts in fd
+    std::byte* memory = nullptr;  // or the bytes themselves
+  };
+  virtual bool direct_range(uint64_t offset, uint64_t length, DirectRange& out) {
+    (void)offset, (void)length, (void)out;
+    return false;
+  }
+
   // One line naming the backend for logs and `nbd-attach --list`.
   virtual std::string describe() const = 0;
 };

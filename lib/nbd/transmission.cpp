@@ -60,8 +60,9 @@ class Transmission {
 
   // Under the read lock: reads the next request (and its payload into buf).
   // Returns false when this connection is done reading.
-  bool next(Request& req, Verdict& v, Buffer& buf);
-  void execute(const Request& req, const Verdict& v, Buffer& buf);
+  // in_place: a WRITE payload went straight into the store's memory.
+  bool next(Request& req, Verdict& v, Buffer& buf, bool& in_place);
+  void execute(const Request& req, const Verdict& v, Buffer& buf, bool in_place);
   void worker();
   void finish(Status st) {  // REQUIRES: read lock held
     done_ = true;
@@ -83,7 +84,8 @@ class Transmission {
   Status fatal_;       // guarded by read_mu_
 };
 
-bool Transmission::next(Request& req, Verdict& v, Buffer& buf) {
+bool Transmission::next(Request& req, Verdict& v, Buffer& buf, bool& in_place) {
+  in_place = false;
   std::lock_guard lock(read_mu_);
   if (done_) return false;
   std::byte hdr[kRequestHeaderSize];
@@ -108,7 +110,15 @@ bool Transmission::next(Request& req, Verdict& v, Buffer& buf) {
   }
   v = check_request(req, limits_);
   if (has_payload(req)) {
-    if (v.error == 0) {
+    Store::DirectRange direct;
+    if (v.error == 0 && store_.direct_range(req.offset, req.length, direct) &&
+        direct.memory) {
+      // Memory stores take the payload where it belongs: no staging copy.
+      // A client that vanishes mid-payload leaves the range half-written,
+      // which the Store contract allows for a failed write.
+      st = ch_.read_exact(std::span(direct.memory, req.length));
+      in_place = true;
+    } else if (v.error == 0) {
       st = ch_.read_exact(buf.get(req.length));
     } else {
       st = ch_.skip(req.length);  // keep the stream in sync; nothing allocated
@@ -125,8 +135,9 @@ void Transmission::worker() {
   Buffer buf;
   Request req;
   Verdict v;
-  while (next(req, v, buf)) {
-    execute(req, v, buf);
+  bool in_place = false;
+  while (next(req, v, buf, in_place)) {
+    execute(req, v, buf, in_place);
     buf.trim();
   }
 }
@@ -199,7 +210,6 @@ Status Transmission::send_read(const Request& req, std::span<std::byte> data, co
 }
 
 Status Transmission::do_read(const Request& req, Buffer& buf) {
-  std::span<std::byte> data = buf.get(req.length);
   std::vector<Extent> map;
   const bool look_for_holes = s_.structured_replies && !(req.flags & kCmdFlagDf) &&
                               req.length >= kHoleScanThreshold && store_.can_extents();
@@ -225,6 +235,30 @@ Status Transmission::do_read(const Request& req, Buffer& buf) {
     for (auto& e : map) any_hole = any_hole || e.zero;
     if (!any_hole) map.clear();
   }
+  Store::DirectRange direct;
+  if (map.empty() && store_.direct_range(req.offset, req.length, direct)) {
+    // Zero-copy: memory goes out with one writev, file data with sendfile.
+    std::byte h[32];
+    size_t hlen;
+    if (s_.structured_replies) {
+      store_be32(h, kStructuredReplyMagic);
+      store_be16(h + 4, kReplyFlagDone);
+      store_be16(h + 6, kReplyTypeOffsetData);
+      store_be64(h + 8, req.cookie);
+      store_be32(h + 16, 8 + req.length);
+      store_be64(h + 20, req.offset);
+      hlen = 28;
+    } else {
+      store_be32(h, kSimpleReplyMagic);
+      store_be32(h + 4, 0);
+      store_be64(h + 8, req.cookie);
+      hlen = kSimpleReplySize;
+    }
+    if (direct.memory)
+      return ch_.write({std::span<const std::byte>(h, hlen), std::span<const std::byte>(direct.memory, req.length)});
+    return ch_.write_file(std::span<const std::byte>(h, hlen), direct.fd, direct.file_offset, req.length);
+  }
+  std::span<std::byte> data = buf.get(req.length);
   if (map.empty()) {
     Status st = store_.read_at(data, req.offset);
     if (!st) return send_error(req, nbd_error(st), st.message());
@@ -268,7 +302,7 @@ Status Transmission::do_block_status(const Request& req) {
   return ch_.write({w.data()});
 }
 
-void Transmission::execute(const Request& req, const Verdict& v, Buffer& buf) {
+void Transmission::execute(const Request& req, const Verdict& v, Buffer& buf, bool in_place) {
   Status out;
   if (v.error != 0) {
     out = send_error(req, v.error, v.message);
@@ -283,7 +317,7 @@ void Transmission::execute(const Request& req, const Verdict& v, Buffer& buf) {
         out = do_block_status(req);
         break;
       case kCmdWrite:
-        st = store_.write_at(std::span<const std::byte>(buf.get(req.length)), req.offset);
+        if (!in_place) st = store_.write_at(std::span<const std::byte>(buf.get(req.length)), req.offset);
         if (st && fua) st = store_.sync();
         break;
       case kCmdFlush:
@@ -315,6 +349,7 @@ void Transmission::execute(const Request& req, const Verdict& v, Buffer& buf) {
     // the other workers finish what they hold.
     log::info("cannot send reply: " + out.message());
     ch_.stop();
+    ch_.shutdown_write();
   }
 }
 

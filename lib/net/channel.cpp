@@ -4,6 +4,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -140,6 +141,30 @@ Status Channel::write(std::span<const std::span<const std::byte>> parts) {
       iov[first].iov_base = static_cast<std::byte*>(iov[first].iov_base) + left;
       iov[first].iov_len -= left;
     }
+  }
+  return Status::ok();
+}
+
+Status Channel::write_file(std::span<const std::byte> head, int fd, uint64_t offset, uint64_t length) {
+  std::lock_guard lock(write_mu_);
+  size_t done = 0;
+  while (done < head.size()) {
+    ssize_t n = ::write(write_fd(), head.data() + done, head.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::from_errno("write to connection");
+    }
+    done += static_cast<size_t>(n);
+  }
+  auto off = static_cast<off_t>(offset);
+  while (length > 0) {
+    ssize_t n = ::sendfile(write_fd(), fd, &off, static_cast<size_t>(std::min<uint64_t>(length, 1 << 30)));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::from_errno("sendfile to connection");
+    }
+    if (n == 0) return Status::io("sendfile: the file ended early");
+    length -= static_cast<uint64_t>(n);
   }
   return Status::ok();
 }

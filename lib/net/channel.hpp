@@ -47,6 +47,12 @@ class Channel {
   Status write(std::initializer_list<std::span<const std::byte>> parts);
   Status write(std::span<const std::span<const std::byte>> parts);
 
+  // Writes `head`, then `length` bytes of regular file `fd` from `offset`
+  // (sendfile: the kernel copies page cache to socket, we never touch the
+  // bytes), atomically with respect to other writers. A failure after the
+  // head went out leaves the stream broken: the caller must disconnect.
+  Status write_file(std::span<const std::byte> head, int fd, uint64_t offset, uint64_t length);
+
   // Ends reading (blocked readers wake up) without closing descriptors.
   void stop();
   bool stopped() const { return stopped_.load(); }

@@ -126,6 +126,8 @@ int run(RawNbdClient& c, const std::string& scenario, uint64_t& size) {
     request_error(kCmdWrite, size - 100, 512, 0, 512);
   } else if (scenario == "offset-overflow") {
     request_error(kCmdRead, ~0ULL - 10, 512, 0, 0);
+  } else if (scenario == "misaligned-read") {
+    request_error(kCmdRead, 1, 512, 0, 0);
   } else if (scenario == "read-over-max") {
     request_error(kCmdRead, 0, (32 << 20) + 1, 0, 0);
   } else if (scenario == "write-over-max") {
