@@ -64,7 +64,7 @@ pki() {
   require fio fio
   serve s mem:64M
   run fio --name=verify --ioengine=nbd --uri="$URI" --rw=randwrite --bs=4k --iodepth=32 \
-    --size=32M --verify=crc32c --do_verify=1 --verify_fatal=1 --output-format=terse
+    --size=32M --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 --output-format=terse
   echo "$output"
   [ "$status" -eq 0 ]
 }
@@ -74,7 +74,7 @@ pki() {
   truncate -s 64M "$T/disk.img"
   serve s "$T/disk.img"
   run fio --name=mixed --ioengine=nbd --uri="$URI" --rw=randrw --bsrange=512-256k --iodepth=16 \
-    --size=32M --io_size=64M --verify=crc32c --do_verify=1 --verify_fatal=1 --output-format=terse
+    --size=32M --io_size=64M --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 --output-format=terse
   echo "$output"
   [ "$status" -eq 0 ]
 }
@@ -142,7 +142,7 @@ pki() {
   mkdir -p "$T/home/.pki"
   ln -s "$T/pki" "$T/home/.pki/libnbd"
   HOME=$T/home run fio --name=tls --ioengine=nbd --uri="nbds+unix:///?socket=$SOCK" \
-    --rw=randwrite --bs=4k --iodepth=32 --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 \
+    --rw=randwrite --bs=4k --iodepth=32 --size=16M --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
     --output-format=terse
   echo "$output"
   [ "$status" -eq 0 ]
