@@ -41,19 +41,49 @@ teardown() { common_teardown; }
   run "$NBD_SERVE" --tls-cert x.pem mem:1M
   [ "$status" -eq 2 ]
   [[ "$output" == *"--tls is off"* ]]
+  run "$NBD_SERVE" --tls on mem:1M
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"needs --tls-cert and --tls-key, or --tls-psk"* ]]
 }
 
-@test "a bad backend is a runtime error (exit 1) that names it" {
+@test "a malformed backend spec is a usage error (exit 2) and nothing is created" {
+  run "$NBD_SERVE" --listen "unix:$T/s.sock" mem:lots
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"size 'lots'"* ]]
+  run "$NBD_SERVE" --listen "unix:$T/s.sock" "dir:$T/d?size=1M&colour=red"
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"unknown parameter 'colour'"* ]]
+  [ ! -e "$T/d" ]
+  run "$NBD_SERVE" --listen "unix:$T/s.sock" "dir:$T/d?size=1M&max-open=1K"
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"max-open"* ]]
+  run "$NBD_SERVE" --listen "unix:$T/s.sock" remote:tcp:h:1
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"not part of this build"* ]]
+}
+
+@test "a backend that cannot be opened is a runtime error (exit 1) that names it" {
   run "$NBD_SERVE" --listen "unix:$T/s.sock" "$T/missing.img"
   [ "$status" -eq 1 ]
-  [[ "$output" == *"nbd-serve: unable to open backend '$T/missing.img'"* ]]
-  [[ "$output" == *"No such file or directory"* ]]
-  run "$NBD_SERVE" --listen "unix:$T/s.sock" mem:lots
+  [[ "$output" == *"nbd-serve: unable to open the backend: open $T/missing.img: No such file or directory"* ]]
+  [[ "$output" != *"?size="* ]]
+  run "$NBD_SERVE" --listen "unix:$T/s.sock" "file:$T/missing.img"
   [ "$status" -eq 1 ]
-  [[ "$output" == *"size 'lots'"* ]]
+  [[ "$output" == *"(add ?size=SIZE to create it)"* ]]
   run "$NBD_SERVE" --listen "unix:$T/s.sock" "dir:$T/d"
   [ "$status" -eq 1 ]
   [[ "$output" == *"needs ?size=SIZE"* ]]
+  [ ! -e "$T/s.sock" ]
+}
+
+@test "SIGTERM right after start is a clean stop (exit 0), never a kill" {
+  for i in 1 2 3 4 5 6 7 8; do
+    "$NBD_SERVE" --listen "unix:$T/r$i.sock" mem:1M &
+    pid=$!
+    sleep 0.0$i
+    kill -TERM "$pid"
+    wait "$pid"
+  done
 }
 
 @test "without --listen a terminal on stdin is refused instead of hanging" {
@@ -88,6 +118,13 @@ teardown() { common_teardown; }
   run "$NBD_SERVE" --listen fd:77 mem:1M
   [ "$status" -eq 2 ]
   [[ "$output" == *"no such descriptor"* ]]
+}
+
+@test "-v -v logs every request" {
+  require nbdinfo libnbd-bin
+  serve s -v -v mem:1M
+  nbdinfo --map "$URI" >/dev/null
+  grep -q 'debug: BLOCK_STATUS offset 0' "$T/s.log"
 }
 
 @test "--handshake-timeout drops a client that says nothing" {
@@ -195,7 +232,7 @@ teardown() { common_teardown; }
   kill -TERM "$SERVER_PID"
   wait "$SERVER_PID"
   cmp "$T/in" "$T/disk.img"
-  [ ! -S "$SOCK" ] || ! nbdinfo "$URI" 2>/dev/null
+  [ ! -e "$SOCK" ]  # the socket file is removed on exit
 }
 
 @test "--max-connections refuses clients over the limit and logs it" {

@@ -193,8 +193,11 @@ Status DirStore::sync() {
 
 Status DirStore::trim(uint64_t offset, uint64_t length) { return write_zeroes(offset, length, true); }
 
-Status DirStore::write_zeroes(uint64_t offset, uint64_t length, bool) {
+Status DirStore::write_zeroes(uint64_t offset, uint64_t length, bool may_punch) {
   if (read_only_) return Status::error(EPERM, describe() + " is read-only");
+  // Without permission to punch (NBD_CMD_FLAG_NO_HOLE) the zeros must be
+  // allocated: write them, never delete chunk files.
+  if (!may_punch) return Store::write_zeroes(offset, length, false);
   return for_each_chunk(offset, length, [&](uint64_t index, uint64_t in, uint64_t n, uint64_t) -> Status {
     if (in == 0 && (n == chunk_ || index * chunk_ + n == size_)) {
       forget(index);

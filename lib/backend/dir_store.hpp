@@ -42,6 +42,7 @@ class DirStore final : public Store {
   Status trim(uint64_t offset, uint64_t length) override;
   Status write_zeroes(uint64_t offset, uint64_t length, bool may_punch) override;
   bool can_extents() const override { return true; }
+  bool cheap_extents() const override { return true; }
   Status extents(uint64_t offset, uint64_t length, std::vector<Extent>& out) override;
   std::string describe() const override { return "dir:" + path_; }
 

@@ -25,11 +25,7 @@ Result<std::shared_ptr<FileStore>> FileStore::open(const std::string& path, cons
     fd = ::open(path.c_str(), flags | O_CREAT | O_EXCL, 0644);
     created = fd >= 0;
   }
-  if (fd < 0) {
-    if (errno == ENOENT && !opts.create_size)
-      return Status::from_errno("open " + path).with_context("file: (add ?size=SIZE to create it)");
-    return Status::from_errno("open " + path);
-  }
+  if (fd < 0) return Status::from_errno("open " + path);
   s->fd_.reset(fd);
   struct stat st{};
   if (::fstat(fd, &st) != 0) return Status::from_errno("stat " + path);

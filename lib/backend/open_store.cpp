@@ -8,6 +8,15 @@
 namespace memsync {
 namespace {
 
+// Everything open_store needs, checked without touching the system, so
+// that tools can refuse a bad spec as a usage error before they act.
+struct Plan {
+  BackendSpec spec;
+  uint64_t mem_size = 0;
+  FileStoreOptions file;
+  DirStoreOptions dir;
+};
+
 Status check_params(const BackendSpec& spec, std::initializer_list<std::string_view> allowed) {
   for (auto& [key, value] : spec.params) {
     bool ok = false;
@@ -30,7 +39,54 @@ Result<std::optional<uint64_t>> size_param(const BackendSpec& spec, const std::s
   return std::optional<uint64_t>(*v);
 }
 
+Result<Plan> make_plan(const BackendSpec& spec, const OpenOptions& opts) {
+  Plan p;
+  p.spec = spec;
+  auto bad = [&](const std::string& why) { return Status::invalid("backend '" + spec.text + "': " + why); };
+  if (spec.scheme == "mem") {
+    MEMSYNC_TRY(check_params(spec, {}));
+    if (spec.location.empty()) return bad("expected mem:SIZE, e.g. mem:1G");
+    auto size = parse_size(spec.location);
+    if (!size) return size.status().with_context("backend '" + spec.text + "'");
+    p.mem_size = *size;
+    return p;
+  }
+  if (spec.scheme == "file") {
+    MEMSYNC_TRY(check_params(spec, {"size"}));
+    if (spec.location.empty()) return bad("expected file:PATH");
+    auto size = size_param(spec, "size");
+    if (!size) return size.status();
+    p.file = FileStoreOptions{opts.read_only, *size};
+    return p;
+  }
+  if (spec.scheme == "dir") {
+    MEMSYNC_TRY(check_params(spec, {"size", "chunk", "max-open"}));
+    if (spec.location.empty()) return bad("expected dir:PATH?size=SIZE");
+    p.dir.read_only = opts.read_only;
+    auto size = size_param(spec, "size");
+    if (!size) return size.status();
+    auto chunk = size_param(spec, "chunk");
+    if (!chunk) return chunk.status();
+    p.dir.size = *size;
+    p.dir.chunk = *chunk;
+    if (p.dir.chunk && (*p.dir.chunk == 0 || *p.dir.chunk > (1ULL << 30))) return bad("chunk must be between 1 and 1G");
+    if (auto it = spec.params.find("max-open"); it != spec.params.end()) {
+      auto n = parse_count(it->second);
+      if (!n || *n == 0 || *n > 65536) return bad("max-open must be a number of files from 1 to 65536");
+      p.dir.max_open = static_cast<size_t>(*n);
+    }
+    return p;
+  }
+  return Status::unsupported("backend '" + spec.text + "': the " + spec.scheme + ": backend is not part of this build yet");
+}
+
 }  // namespace
+
+Status validate_backend_spec(std::string_view text) {
+  auto spec = parse_backend_spec(text);
+  if (!spec) return spec.status();
+  return make_plan(*spec, {}).status();
+}
 
 Result<std::shared_ptr<Store>> open_store(std::string_view text, const OpenOptions& opts) {
   auto spec = parse_backend_spec(text);
@@ -39,43 +95,26 @@ Result<std::shared_ptr<Store>> open_store(std::string_view text, const OpenOptio
 }
 
 Result<std::shared_ptr<Store>> open_store(const BackendSpec& spec, const OpenOptions& opts) {
+  auto plan = make_plan(spec, opts);
+  if (!plan) return plan.status();
   if (spec.scheme == "mem") {
-    MEMSYNC_TRY(check_params(spec, {}));
-    if (spec.location.empty()) return Status::invalid("backend '" + spec.text + "': expected mem:SIZE, e.g. mem:1G");
-    auto size = parse_size(spec.location);
-    if (!size) return size.status().with_context("backend '" + spec.text + "'");
-    auto s = MemStore::create(*size);
+    auto s = MemStore::create(plan->mem_size);
     if (!s) return s.status();
     return std::shared_ptr<Store>(std::move(s).value());
   }
   if (spec.scheme == "file") {
-    MEMSYNC_TRY(check_params(spec, {"size"}));
-    if (spec.location.empty()) return Status::invalid("backend '" + spec.text + "': expected file:PATH");
-    auto size = size_param(spec, "size");
-    if (!size) return size.status();
-    auto s = FileStore::open(spec.location, FileStoreOptions{opts.read_only, *size});
-    if (!s) return s.status();
+    auto s = FileStore::open(spec.location, plan->file);
+    if (!s) {
+      // Only the scheme form takes parameters: suggest ?size= only there.
+      if (s.status().code() == ENOENT && spec.text.starts_with("file:") && !plan->file.create_size)
+        return Status::error(ENOENT, s.status().message() + " (add ?size=SIZE to create it)");
+      return s.status();
+    }
     return std::shared_ptr<Store>(std::move(s).value());
   }
-  if (spec.scheme == "dir") {
-    MEMSYNC_TRY(check_params(spec, {"size", "chunk", "max-open"}));
-    if (spec.location.empty()) return Status::invalid("backend '" + spec.text + "': expected dir:PATH?size=SIZE");
-    DirStoreOptions d;
-    d.read_only = opts.read_only;
-    auto size = size_param(spec, "size");
-    if (!size) return size.status();
-    auto chunk = size_param(spec, "chunk");
-    if (!chunk) return chunk.status();
-    auto max_open = size_param(spec, "max-open");
-    if (!max_open) return max_open.status();
-    d.size = *size;
-    d.chunk = *chunk;
-    if (*max_open) d.max_open = static_cast<size_t>(**max_open);
-    auto s = DirStore::open(spec.location, d);
-    if (!s) return s.status();
-    return std::shared_ptr<Store>(std::move(s).value());
-  }
-  return Status::unsupported("backend '" + spec.text + "': the " + spec.scheme + ": backend is not part of this build yet");
+  auto s = DirStore::open(spec.location, plan->dir);
+  if (!s) return s.status();
+  return std::shared_ptr<Store>(std::move(s).value());
 }
 
 }  // namespace memsync

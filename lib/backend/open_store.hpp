@@ -2,7 +2,7 @@
 //
 //   mem:SIZE                        MemStore of SIZE bytes
 //   file:PATH[?size=SIZE]  or PATH  FileStore; size= creates a missing file
-//   dir:PATH?size=SIZE[&chunk=SIZE][&max-open=N]   DirStore
+//   dir:PATH?size=SIZE[&chunk=SIZE][&max-open=N]   DirStore (max-open: a count)
 //
 // Unknown parameters are errors that list the accepted ones. Reserved
 // schemes that this build lacks fail with ENOTSUP and say so.
@@ -22,6 +22,11 @@ struct OpenOptions {
 };
 
 Result<std::shared_ptr<Store>> open_store(const BackendSpec& spec, const OpenOptions& opts = {});
+
+// Checks a spec (grammar, scheme, parameters and their values) without
+// creating or opening anything: tools call it while validating options, so
+// a bad spec is a usage error.
+Status validate_backend_spec(std::string_view text);
 Result<std::shared_ptr<Store>> open_store(std::string_view text, const OpenOptions& opts = {});
 
 }  // namespace memsync

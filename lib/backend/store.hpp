@@ -73,6 +73,10 @@ class Store {
   // least one byte from offset and at most the range; may stop early.
   virtual bool can_extents() const { return false; }
   virtual Status extents(uint64_t offset, uint64_t length, std::vector<Extent>& out);
+  // True when extents() is cheap enough to ask on every read, so frontends
+  // may send the holes of a read as holes. False for files: SEEK_HOLE can
+  // cost time proportional to the file's size (tmpfs walks every page).
+  virtual bool cheap_extents() const { return false; }
 
   // Hint that the range will be read soon (NBD_CMD_CACHE). Default: nothing.
   virtual Status prefetch(uint64_t offset, uint64_t length);
@@ -120,6 +124,7 @@ class StoreWrapper : public Store {
   Status write_zeroes(uint64_t o, uint64_t l, bool p) override { return inner_->write_zeroes(o, l, p); }
   bool can_fast_zero() const override { return inner_->can_fast_zero(); }
   bool can_extents() const override { return inner_->can_extents(); }
+  bool cheap_extents() const override { return inner_->cheap_extents(); }
   Status extents(uint64_t o, uint64_t l, std::vector<Extent>& out) override { return inner_->extents(o, l, out); }
   Status prefetch(uint64_t o, uint64_t l) override { return inner_->prefetch(o, l); }
   bool can_resize() const override { return inner_->can_resize(); }

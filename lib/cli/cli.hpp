@@ -35,6 +35,11 @@ int fail(const std::string& what, const Status& st);
 
 int run_main(const char* tool, const std::function<int()>& body);
 
+// Throws UsageError(message) if st failed: for checks of option values.
+inline void usage_check(const Status& st) {
+  if (!st) throw UsageError(st.message());
+}
+
 // Unwraps a Result or throws UsageError("OPTION: message").
 template <class T>
 T usage_value(Result<T> r, const std::string& option) {

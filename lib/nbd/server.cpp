@@ -37,9 +37,9 @@ Status NbdServer::serve(Channel& ch) {
 
 Status NbdServer::converse(Channel& ch) {
   // A client that connects and then says nothing must not hold a slot.
-  ch.set_read_timeout(opts_.handshake_timeout_ms);
+  ch.set_read_deadline(opts_.handshake_timeout_ms);
   auto session = server_handshake(ch, opts_.export_config, *store_);
-  ch.set_read_timeout(0);
+  ch.set_read_deadline(0);
   if (!session) {
     if (session.status().code() == ETIMEDOUT) return session.status().with_context("handshake");
     return session.status().is_reconnect() ? Status::ok() : session.status();

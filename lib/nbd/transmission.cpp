@@ -109,6 +109,10 @@ bool Transmission::next(Request& req, Verdict& v, Buffer& buf, bool& in_place) {
     return false;
   }
   v = check_request(req, limits_);
+  if (log::verbosity() >= 2)
+    log::debug(std::string(command_name(req.type)) + " offset " + std::to_string(req.offset) + " length " +
+               std::to_string(req.length) + " flags " + std::to_string(req.flags) +
+               (v.error ? " -> error " + std::to_string(v.error) : ""));
   if (has_payload(req)) {
     Store::DirectRange direct;
     if (v.error == 0 && store_.direct_range(req.offset, req.length, direct) &&
@@ -212,7 +216,8 @@ Status Transmission::send_read(const Request& req, std::span<std::byte> data, co
 Status Transmission::do_read(const Request& req, Buffer& buf) {
   std::vector<Extent> map;
   const bool look_for_holes = s_.structured_replies && !(req.flags & kCmdFlagDf) &&
-                              req.length >= kHoleScanThreshold && store_.can_extents();
+                              req.length >= kHoleScanThreshold && store_.can_extents() &&
+                              store_.cheap_extents();
   if (look_for_holes) {
     uint64_t covered = 0;
     while (covered < req.length) {

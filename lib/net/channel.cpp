@@ -45,19 +45,28 @@ void Channel::init() {
     stop_event_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   }
   if (buf_.empty()) buf_.resize(kBufferSize);
-  if (read_timeout_ms_) set_read_timeout(read_timeout_ms_);  // survives upgrade()
 }
 
 Status Channel::fill() {
   for (;;) {
     if (stopped_.load()) return Status::closed("connection stopped");
-    if (!in_is_socket_) {
+    if (!in_is_socket_ || deadline_) {
+      // Pipes cannot be woken by shutdown(), and deadlines need a timeout:
+      // wait in poll() (with the stop event when there is one).
+      int timeout = -1;
+      if (deadline_) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline_ - std::chrono::steady_clock::now());
+        if (left.count() <= 0) return Status::error(ETIMEDOUT, "read from connection: timed out");
+        timeout = static_cast<int>(std::min<int64_t>(left.count() + 1, 1 << 30));
+      }
       pollfd p[2] = {{in_.get(), POLLIN, 0}, {stop_event_.get(), POLLIN, 0}};
-      if (::poll(p, 2, -1) < 0) {
+      int n = ::poll(p, stop_event_ ? 2 : 1, timeout);
+      if (n < 0) {
         if (errno == EINTR) continue;
         return Status::from_errno("poll");
       }
-      if (p[1].revents) return Status::closed("connection stopped");
+      if (n == 0) continue;  // the deadline check above reports it
+      if (stop_event_ && p[1].revents) return Status::closed("connection stopped");
     }
     ssize_t n = ::read(in_.get(), buf_.data() + end_, buf_.size() - end_);
     if (n > 0) {
@@ -66,7 +75,6 @@ Status Channel::fill() {
     }
     if (n == 0) return Status::closed("connection closed by peer");
     if (errno == EINTR) continue;
-    if (errno == EAGAIN) return Status::error(ETIMEDOUT, "read from connection: timed out");
     return Status::from_errno("read from connection");
   }
 }
@@ -86,11 +94,10 @@ Status Channel::read_exact(std::span<std::byte> dst) {
     }
     begin_ = end_ = 0;
     size_t want = dst.size() - got;
-    if (want >= kDirectRead && in_is_socket_ && !stopped_.load()) {
+    if (want >= kDirectRead && in_is_socket_ && !deadline_ && !stopped_.load()) {
       ssize_t n = ::read(in_.get(), dst.data() + got, want);
       if (n > 0) { got += static_cast<size_t>(n); at_boundary = false; continue; }
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && errno == EAGAIN) return Status::error(ETIMEDOUT, "read from connection: timed out");
       if (n < 0) return Status::from_errno("read from connection");
       clean_eof_ = at_boundary;
       return Status::closed("connection closed by peer");
@@ -180,11 +187,9 @@ void Channel::stop() {
   }
 }
 
-void Channel::set_read_timeout(unsigned ms) {
-  read_timeout_ms_ = ms;
-  if (!in_is_socket_) return;
-  timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
-  ::setsockopt(in_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+void Channel::set_read_deadline(unsigned ms) {
+  if (ms == 0) deadline_.reset();
+  else deadline_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
 }
 
 void Channel::shutdown_write() {

@@ -13,6 +13,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <optional>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
@@ -59,9 +61,9 @@ class Channel {
   // Sends a FIN after everything written so far (sockets only).
   void shutdown_write();
 
-  // Makes reads fail with EAGAIN after `ms` milliseconds without data (0 =
-  // wait forever). Sockets only; a no-op on pipes. Used to bound handshakes.
-  void set_read_timeout(unsigned ms);
+  // Makes reads fail with ETIMEDOUT once `ms` milliseconds have passed from
+  // now, however the data trickles in (0 = no deadline). Bounds handshakes.
+  void set_read_deadline(unsigned ms);
 
   int read_fd() const { return in_.get(); }
   int write_fd() const { return out_.valid() ? out_.get() : in_.get(); }
@@ -85,7 +87,7 @@ class Channel {
   std::vector<std::byte> buf_;
   size_t begin_ = 0, end_ = 0;
   bool clean_eof_ = false;
-  unsigned read_timeout_ms_ = 0;
+  std::optional<std::chrono::steady_clock::time_point> deadline_;
   std::mutex write_mu_;
   std::shared_ptr<void> keep_alive_;
 };

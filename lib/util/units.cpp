@@ -50,6 +50,13 @@ Result<uint64_t> parse_size(std::string_view text) {
   return n << shift;
 }
 
+Result<uint64_t> parse_count(std::string_view text) {
+  auto parts = split_number(text, "count");
+  if (!parts) return parts.status();
+  if (!parts->second.empty()) return Status::invalid("count '" + std::string(text) + "' must be a plain number");
+  return parts->first;
+}
+
 Result<std::chrono::nanoseconds> parse_duration(std::string_view text) {
   auto parts = split_number(text, "duration");
   if (!parts) return parts.status();

@@ -20,6 +20,8 @@
 namespace memsync {
 
 Result<uint64_t> parse_size(std::string_view text);
+// A plain decimal count (no suffix), e.g. a number of files or threads.
+Result<uint64_t> parse_count(std::string_view text);
 Result<std::chrono::nanoseconds> parse_duration(std::string_view text);
 
 // 1536 -> "1.5K", 4294967296 -> "4G": short human form for logs.

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "../helpers/raw_nbd_client.hpp"
+#include "backend/dir_store.hpp"
 #include "backend/file_store.hpp"
 #include "backend/mem_store.hpp"
 #include "nbd/handshake.hpp"
@@ -256,7 +257,10 @@ TEST(Transmission, PipelinedRequestsAllAnswered) {
 
 TEST(Transmission, StructuredReadSendsHolesAndBlockStatus) {
   auto path = std::filesystem::temp_directory_path() / ("memsync-holes-" + std::to_string(::getpid()));
-  auto store = *FileStore::open(path.string(), FileStoreOptions{false, 4 << 20});
+  DirStoreOptions o;  // a dir: store knows its holes cheaply (missing chunk files)
+  o.size = 4 << 20;
+  o.chunk = 65536;
+  auto store = *DirStore::open(path.string(), o);
   std::vector<std::byte> d(65536, std::byte{1});
   ASSERT_TRUE(store->write_at(d, 1 << 20));
   Harness h(store);
@@ -285,7 +289,7 @@ TEST(Transmission, StructuredReadSendsHolesAndBlockStatus) {
   ASSERT_GE(bs.payload.size(), 4u + 8u * 3);
   EXPECT_EQ(load_be32(bs.payload.data()), kBaseAllocationId);
   EXPECT_EQ(load_be32(bs.payload.data() + 8) & kStateHole, kStateHole);  // [0, 1M) is a hole
-  std::filesystem::remove(path);
+  std::filesystem::remove_all(path);
 }
 
 TEST(Transmission, StopFinishesInFlightWork) {

@@ -14,12 +14,14 @@
 
 #include "backend/open_store.hpp"
 #include "cli/cli.hpp"
+#include "cli/service.hpp"
 #include "nbd/server.hpp"
 #include "net/endpoint.hpp"
 #include "net/tls.hpp"
 #include "util/log.hpp"
 #include "util/process.hpp"
 #include "util/signals.hpp"
+#include "util/stop_hook.hpp"
 #include "util/units.hpp"
 
 namespace po = boost::program_options;
@@ -33,13 +35,14 @@ Serve BACKEND as an NBD export. Without --listen, serve one connection on
 standard input/output (inetd style) or on sockets passed by socket
 activation (LISTEN_FDS).
 
-BACKEND is mem:SIZE, file:PATH[?size=SIZE], dir:PATH?size=SIZE[&chunk=SIZE]
-or a plain path (see memsync(7)).
+BACKEND is mem:SIZE, file:PATH[?size=SIZE],
+dir:PATH?size=SIZE[&chunk=SIZE][&max-open=N] or a plain path (see memsync(7)).
 
 Options:
-  -l, --listen ENDPOINT     accept clients on unix:PATH or tcp:HOST:PORT
-      --run COMMAND         run COMMAND with $uri and $unixsocket set; stop
-                            when it exits and exit with its status
+  -l, --listen ENDPOINT     accept clients on unix:PATH, tcp:HOST:PORT or a
+                            listening fd:N; a connected fd:N is one client
+      --run COMMAND         run COMMAND with $uri, $exportname and $unixsocket
+                            or $port set; stop when it exits, exit with its status
   -n, --name NAME           export name (default: "")
   -d, --description TEXT    export description
   -r, --read-only           refuse writes
@@ -48,7 +51,7 @@ Options:
       --max-payload SIZE    largest read or write request (default 32M)
       --max-connections N   concurrent clients (default 64)
       --handshake-timeout DURATION  drop clients that have not finished
-                            the handshake by then (default 10s; 0 = never)
+                            the handshake within DURATION (default 10s; 0 = never)
   -t, --threads N           concurrent requests per connection (default 16)
       --tls MODE            off, on or require (default off)
       --tls-cert FILE       PEM certificate of this server
@@ -59,28 +62,6 @@ Options:
   -h, --help                show this help
   -V, --version             show the version
 )";
-
-std::string uri_escape(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') out.push_back(static_cast<char>(c));
-    else {
-      char buf[4];
-      std::snprintf(buf, sizeof buf, "%%%02X", c);
-      out += buf;
-    }
-  }
-  return out;
-}
-
-// The NBD URI a client would use to reach `ep` (for --run's $uri).
-std::string nbd_uri(const Endpoint& ep, const std::string& name, bool tls) {
-  std::string scheme = tls ? "nbds" : "nbd";
-  if (ep.kind == Endpoint::Kind::Unix)
-    return scheme + "+unix:///" + uri_escape(name) + "?socket=" + uri_escape(ep.path);
-  std::string host = ep.host.find(':') != std::string::npos ? "[" + ep.host + "]" : ep.host;
-  return scheme + "://" + host + ":" + std::to_string(ep.port) + "/" + uri_escape(name);
-}
 
 uint32_t block_size_option(const std::string& text, const char* option, uint64_t max) {
   uint64_t v = cli::usage_value(parse_size(text), option);
@@ -157,99 +138,65 @@ int serve_main(int argc, char** argv) {
   else throw cli::UsageError("--tls: expected off, on or require, not '" + tls_mode + "'");
   bool tls_files = !tls.cert_file.empty() || !tls.key_file.empty() || !tls.ca_file.empty() || !tls.psk_file.empty();
   if (ec.tls == nbd::TlsMode::Off && tls_files) throw cli::UsageError("TLS files given but --tls is off (use --tls on or require)");
+  if (ec.tls != nbd::TlsMode::Off && tls.psk_file.empty() && (tls.cert_file.empty() || tls.key_file.empty()))
+    throw cli::UsageError("--tls " + tls_mode + " needs --tls-cert and --tls-key, or --tls-psk");
+
+  cli::ServiceSpec service_spec = cli::parse_service_options(listen, run);
+  if (!service_spec.listen && !service_spec.connected_fd && run.empty() && ::isatty(STDIN_FILENO) &&
+      std::getenv("LISTEN_FDS") == nullptr)
+    throw cli::UsageError("standard input is a terminal: give --listen ENDPOINT, or connect stdin to a client");
+  cli::usage_check(validate_backend_spec(backend));
+
+  // Everything from here on acts. Signals are watched first, so a SIGTERM
+  // that arrives while we are still setting up is a clean stop, not a kill.
+  StopHook stop;
+  SignalWatcher signals({SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
+    log::info(std::string("caught ") + strsignal(sig) + ", shutting down");
+    stop.request();
+  });
+
   if (ec.tls != nbd::TlsMode::Off) {
     auto ctx = TlsServerContext::create(tls);
     if (!ctx) return cli::fail("set up TLS", ctx.status());
     ec.tls_context = std::move(ctx).value();
   }
-
-  std::optional<Endpoint> listen_ep;
-  if (!listen.empty()) listen_ep = cli::usage_value(parse_endpoint(listen), "--listen");
-  if (listen_ep && listen_ep->kind == Endpoint::Kind::Stdio)
-    throw cli::UsageError("--listen -: standard input is served without --listen");
-  // fd:N names either a listening socket (accept on it) or one connection.
-  std::optional<int> connected_fd;
-  if (listen_ep && listen_ep->kind == Endpoint::Kind::Fd && !is_listening_socket(listen_ep->fd)) {
-    if (::fcntl(listen_ep->fd, F_GETFD) < 0) throw cli::UsageError("--listen fd:" + std::to_string(listen_ep->fd) + ": no such descriptor");
-    connected_fd = listen_ep->fd;
-    listen_ep.reset();
-  }
-
   auto store = open_store(backend, OpenOptions{ec.read_only});
-  if (!store) return cli::fail("open backend '" + backend + "'", store.status());
-
-  // Listeners: --listen, else socket activation, else a private socket for --run.
-  // --listen wins over socket activation; activated sockets are left alone then.
-  std::vector<UniqueFd> listeners;
-  if (!listen_ep && !connected_fd) listeners = take_activated_sockets();
-  std::filesystem::path run_dir;
-  if (listen_ep) {
-    auto l = listen_endpoint(*listen_ep);
-    if (!l) return cli::fail("listen on " + listen, l.status());
-    listeners = std::move(l).value();
-  } else if (listeners.empty() && !run.empty()) {
-    char tmpl[] = "/tmp/nbd-serve.XXXXXX";
-    if (!::mkdtemp(tmpl)) return cli::fail("create a socket directory", Status::from_errno("mkdtemp"));
-    run_dir = tmpl;
-    Endpoint ep;
-    ep.kind = Endpoint::Kind::Unix;
-    ep.path = (run_dir / "nbd.sock").string();
-    auto l = listen_endpoint(ep);
-    if (!l) return cli::fail("listen on " + ep.to_string(), l.status());
-    listeners = std::move(l).value();
-  }
+  if (!store) return cli::fail("open the backend", store.status());
+  auto service = cli::Service::open(service_spec);
+  if (!service) return cli::fail("set up the connection", service.status());
+  auto& svc = **service;
 
   nbd::NbdServer server(*store, opts);
-  int exit_code = cli::kExitOk;
-
-  if (listeners.empty()) {
-    // One connection: fd:N, or stdin/stdout.
-    if (!run.empty()) throw cli::UsageError("--run needs a socket to listen on: it cannot serve a single connection");
-    if (!connected_fd && ::isatty(STDIN_FILENO))
-      throw cli::UsageError("standard input is a terminal: give --listen ENDPOINT, or connect stdin to a client");
-    SignalWatcher signals({SIGINT, SIGTERM, SIGHUP}, [&](int) { server.stop(); });
-    Channel ch = connected_fd ? Channel(UniqueFd(*connected_fd))
-                              : Channel(UniqueFd(::dup(STDIN_FILENO)), UniqueFd(::dup(STDOUT_FILENO)));
-    Status st = server.serve(ch);
-    Status synced = (*store)->sync();
-    if (!st) exit_code = cli::fail("serve the connection", st);
-    if (!synced) exit_code = cli::fail("sync the backend", synced);
-    return exit_code;
-  }
-
-  auto where = local_endpoint(listeners.front().get());
-  if (where) log::info("serving " + (*store)->describe() + " on " + where->to_string());
-
-  pid_t child = -1;
-  std::jthread child_waiter;
-  int child_code = 0;
-  SignalWatcher signals({SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
-    log::info(std::string("caught ") + strsignal(sig) + ", shutting down");
-    if (child > 0) ::kill(child, SIGTERM);
+  stop.set_target([&] {
+    svc.terminate_command();
     server.stop();
   });
-  if (!run.empty()) {
-    if (!where) return cli::fail("find the listening address", where.status());
-    std::map<std::string, std::string> env;
-    const bool tls_uri = ec.tls == nbd::TlsMode::Require;
-    env["uri"] = nbd_uri(*where, ec.name, tls_uri);
-    env["exportname"] = ec.name;
-    if (where->kind == Endpoint::Kind::Unix) env["unixsocket"] = where->path;
-    else env["port"] = std::to_string(where->port);
-    auto pid = spawn_shell(run, env);
-    if (!pid) return cli::fail("run '" + run + "'", pid.status());
-    child = *pid;
-    child_waiter = std::jthread([&] {
-      auto code = wait_exit_code(child);
-      child_code = code ? *code : cli::kExitFailure;
-      server.stop();
-    });
+
+  if (svc.single()) {
+    auto ch = svc.take_connection();
+    Status st = server.serve(*ch);
+    Status synced = (*store)->sync();
+    int code = cli::kExitOk;
+    if (!st) code = cli::fail("serve the connection", st);
+    if (!synced) code = cli::fail("sync the backend", synced);
+    return code;
   }
-  Status st = server.run(std::move(listeners));
-  if (child_waiter.joinable()) child_waiter.join();
-  if (!run_dir.empty()) std::filesystem::remove_all(run_dir);
+
+  if (svc.address()) log::info("serving " + (*store)->describe() + " on " + svc.address()->to_string());
+  if (svc.has_command()) {
+    if (!svc.address()) return cli::fail("find the listening address", Status::invalid("unknown socket"));
+    const Endpoint& where = *svc.address();
+    std::map<std::string, std::string> env;
+    env["uri"] = cli::nbd_uri(where, ec.name, ec.tls == nbd::TlsMode::Require);
+    env["exportname"] = ec.name;
+    if (where.kind == Endpoint::Kind::Unix) env["unixsocket"] = where.path;
+    else env["port"] = std::to_string(where.port);
+    Status st = svc.start_command(env, [&] { server.stop(); });
+    if (!st) return cli::fail("run '" + run + "'", st);
+  }
+  Status st = server.run(svc.take_listeners());
   if (!st) return cli::fail("serve", st);
-  return run.empty() ? cli::kExitOk : child_code;
+  return svc.has_command() ? svc.command_exit_code() : cli::kExitOk;
 }
 
 }  // namespace
