@@ -356,3 +356,10 @@ probe_case() {
   grep -q 'in the middle of a WRITE payload' "$T/p1.log"
   kill -0 "$SERVER_PID"
 }
+
+@test "examples/serve-and-inspect.sh (make demo) runs to the end" {
+  require qemu-io qemu-utils
+  run "$ROOT/examples/serve-and-inspect.sh"
+  echo "$output"
+  [ "$status" -eq 0 ]
+}
