@@ -363,3 +363,22 @@ probe_case() {
   echo "$output"
   [ "$status" -eq 0 ]
 }
+
+@test "bash completion offers options, TLS modes and endpoint schemes" {
+  source "$ROOT/completions/nbd-serve"
+  COMP_WORDS=(nbd-serve --tl); COMP_CWORD=1; unset COMP_LINE
+  _nbd_serve
+  [[ " ${COMPREPLY[*]} " == *" --tls "* && " ${COMPREPLY[*]} " == *" --tls-psk "* ]]
+  COMP_WORDS=(nbd-serve --tls r); COMP_CWORD=2
+  _nbd_serve
+  [ "${COMPREPLY[*]}" = require ]
+  COMP_WORDS=(nbd-serve --listen t); COMP_CWORD=2
+  _nbd_serve
+  [ "${COMPREPLY[*]}" = tcp: ]
+  # Every long option of --help is offered.
+  COMP_WORDS=(nbd-serve --); COMP_CWORD=1
+  _nbd_serve
+  for opt in $("$NBD_SERVE" --help | grep -o -- '--[a-z-]*' | sort -u); do
+    [[ " ${COMPREPLY[*]} " == *" $opt "* ]] || { echo "missing $opt"; false; }
+  done
+}
