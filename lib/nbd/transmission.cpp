@@ -115,13 +115,18 @@ bool Transmission::next(Request& req, Verdict& v, Buffer& buf, bool& in_place) {
                (v.error ? " -> error " + std::to_string(v.error) : ""));
   if (has_payload(req)) {
     Store::DirectRange direct;
-    if (v.error == 0 && store_.direct_range(req.offset, req.length, direct) &&
-        direct.memory) {
+    if (v.error == 0 && store_.direct_range(req.offset, req.length, direct) && direct.memory) {
       // Memory stores take the payload where it belongs: no staging copy.
       // A client that vanishes mid-payload leaves the range half-written,
       // which the Store contract allows for a failed write.
       st = ch_.read_exact(std::span(direct.memory, req.length));
       in_place = true;
+    } else if (v.error == 0 && direct.fd >= 0) {
+      // File stores take it by splice, straight from the socket.
+      Status file_error;
+      st = ch_.read_to_file(direct.fd, direct.file_offset, req.length, file_error);
+      in_place = true;
+      if (!file_error) v = Verdict{nbd_error(file_error), file_error.message()};
     } else if (v.error == 0) {
       st = ch_.read_exact(buf.get(req.length));
     } else {

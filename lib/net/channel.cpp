@@ -1,5 +1,6 @@
 #include "net/channel.hpp"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -117,6 +118,85 @@ Status Channel::skip(uint64_t n) {
     size_t step = static_cast<size_t>(std::min<uint64_t>(n, sizeof scratch));
     MEMSYNC_TRY(read_exact(std::span(scratch, step)));
     n -= step;
+  }
+  return Status::ok();
+}
+
+Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& file_error) {
+  file_error = Status::ok();
+  // On a file error the rest of the payload is still read (and dropped), so
+  // the stream stays in sync and the caller can answer with an error.
+  auto file_failed = [&](Status st) {
+    file_error = std::move(st);
+    return skip(length);
+  };
+  auto put = [&](const std::byte* p, size_t n) -> Status {
+    while (n > 0) {
+      ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(offset));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return Status::from_errno("write file");
+      p += w;
+      n -= static_cast<size_t>(w);
+      offset += static_cast<uint64_t>(w);
+      length -= static_cast<uint64_t>(w);
+    }
+    return Status::ok();
+  };
+  // What the buffer already holds goes first, by plain write.
+  size_t have = static_cast<size_t>(std::min<uint64_t>(length, end_ - begin_));
+  begin_ += have;
+  if (Status st = put(buf_.data() + begin_ - have, have); !st) return file_failed(st);
+  if (splice_works_ && length > 0 && !pipe_r_) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) == 0) {
+      pipe_r_.reset(p[0]);
+      pipe_w_.reset(p[1]);
+      ::fcntl(p[1], F_SETPIPE_SZ, 1 << 20);  // fewer round trips; the default stays if refused
+    } else {
+      splice_works_ = false;
+    }
+  }
+  while (length > 0 && splice_works_ && !deadline_) {
+    if (stopped_.load()) return Status::closed("connection stopped");
+    ssize_t in = ::splice(in_.get(), nullptr, pipe_w_.get(), nullptr,
+                          static_cast<size_t>(std::min<uint64_t>(length, 1 << 20)), SPLICE_F_MOVE);
+    if (in < 0 && errno == EINTR) continue;
+    if (in < 0 && (errno == EINVAL || errno == ESPIPE)) {
+      splice_works_ = false;  // this descriptor cannot splice: copy instead
+      break;
+    }
+    if (in < 0) return Status::from_errno("read from connection");
+    if (in == 0) return Status::closed("connection closed by peer");
+    auto left = static_cast<size_t>(in);
+    while (left > 0) {
+      auto o = static_cast<loff_t>(offset);
+      ssize_t out = ::splice(pipe_r_.get(), nullptr, fd, &o, left, SPLICE_F_MOVE);
+      if (out < 0 && errno == EINTR) continue;
+      if (out <= 0) {
+        Status st = out < 0 ? Status::from_errno("write file") : Status::io("write file: no progress");
+        // Those bytes are in our pipe and must not stay there.
+        std::byte scratch[16384];
+        while (left > 0) {
+          ssize_t r = ::read(pipe_r_.get(), scratch, std::min(left, sizeof scratch));
+          if (r <= 0) break;
+          left -= static_cast<size_t>(r);
+        }
+        length -= static_cast<uint64_t>(in);
+        return file_failed(st);
+      }
+      left -= static_cast<size_t>(out);
+      offset += static_cast<uint64_t>(out);
+      length -= static_cast<uint64_t>(out);
+      in -= out;
+    }
+  }
+  // Fallback: bounce through the buffer.
+  while (length > 0) {
+    begin_ = end_ = 0;
+    MEMSYNC_TRY(fill());
+    size_t n = static_cast<size_t>(std::min<uint64_t>(length, end_ - begin_));
+    begin_ += n;
+    if (Status st = put(buf_.data() + begin_ - n, n); !st) return file_failed(st);
   }
   return Status::ok();
 }

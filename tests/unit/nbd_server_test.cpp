@@ -292,6 +292,28 @@ TEST(Transmission, StructuredReadSendsHolesAndBlockStatus) {
   std::filesystem::remove_all(path);
 }
 
+TEST(Transmission, FileWritesLandByteForByte) {
+  // Small writes arrive with their header in the read buffer; large ones are
+  // spliced from the socket into the file. Both must land exactly.
+  auto path = std::filesystem::temp_directory_path() / ("memsync-splice-" + std::to_string(::getpid()));
+  auto store = *FileStore::open(path.string(), FileStoreOptions{false, 8 << 20});
+  Harness h(store);
+  ASSERT_TRUE(h.c().handshake());
+  std::vector<std::byte> big(3 << 20), small(100);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = std::byte(i * 7 % 251);
+  for (size_t i = 0; i < small.size(); ++i) small[i] = std::byte(i + 1);
+  h.c().send_request(kCmdWrite, 12345, static_cast<uint32_t>(big.size()), 1, 0, big);
+  h.c().send_request(kCmdWrite, 7, static_cast<uint32_t>(small.size()), 2, kCmdFlagFua, small);
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(h.c().read_simple_reply().error, 0u);
+  std::vector<std::byte> back(big.size());
+  ASSERT_TRUE(store->read_at(back, 12345));
+  EXPECT_EQ(back, big);
+  back.resize(small.size());
+  ASSERT_TRUE(store->read_at(back, 7));
+  EXPECT_EQ(back, small);
+  std::filesystem::remove(path);
+}
+
 TEST(Transmission, StopFinishesInFlightWork) {
   Harness h(mem());
   ASSERT_TRUE(h.c().handshake());
