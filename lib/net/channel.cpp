@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 
 namespace memsync {
@@ -206,18 +207,22 @@ Status Channel::write(std::initializer_list<std::span<const std::byte>> parts) {
 }
 
 Status Channel::write(std::span<const std::span<const std::byte>> parts) {
-  constexpr size_t kMaxIov = 64;
-  iovec iov[kMaxIov];
-  size_t count = 0;
-  for (auto& p : parts) {
-    if (p.empty()) continue;
-    if (count == kMaxIov) return Status::invalid("too many parts in one write");
-    iov[count++] = iovec{const_cast<std::byte*>(p.data()), p.size()};
+  constexpr size_t kStackIov = 64;
+  iovec stack_iov[kStackIov];
+  std::vector<iovec> heap_iov;
+  iovec* iov = stack_iov;
+  if (parts.size() > kStackIov) {
+    heap_iov.resize(parts.size());
+    iov = heap_iov.data();
   }
+  size_t count = 0;
+  for (auto& p : parts)
+    if (!p.empty()) iov[count++] = iovec{const_cast<std::byte*>(p.data()), p.size()};
   std::lock_guard lock(write_mu_);
   size_t first = 0;
   while (first < count) {
-    ssize_t n = ::writev(write_fd(), iov + first, static_cast<int>(count - first));
+    int n_iov = static_cast<int>(std::min<size_t>(count - first, IOV_MAX));
+    ssize_t n = ::writev(write_fd(), iov + first, n_iov);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::from_errno("write to connection");

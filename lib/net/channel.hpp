@@ -52,8 +52,12 @@ class Channel {
   bool clean_eof() const { return clean_eof_; }
   // Bytes already buffered but not consumed.
   size_t buffered() const { return end_ - begin_; }
+  // The buffered bytes themselves, for deciding whether a whole message is
+  // already here (valid until the next read).
+  std::span<const std::byte> peek() const { return {buf_.data() + begin_, end_ - begin_}; }
 
-  // Writes all parts, in order, atomically with respect to other writers.
+  // Writes all parts (any number), in order, atomically with respect to
+  // other writers.
   Status write(std::initializer_list<std::span<const std::byte>> parts);
   Status write(std::span<const std::span<const std::byte>> parts);
 
