@@ -28,6 +28,10 @@ constexpr size_t kKeepBuffer = 4 << 20;
 // are not yet buffered are never waited for, so a lone request is not held.
 constexpr size_t kMaxBatch = 8;
 constexpr size_t kMaxBatchBytes = 256 * 1024;
+// File reads at least this large go out by sendfile (no copy through our
+// buffers); smaller ones are cheaper as pread + the batch's single writev,
+// since sendfile costs two system calls per reply and cannot be batched.
+constexpr uint32_t kSendfileThreshold = 64 * 1024;
 
 struct Buffer {
   std::unique_ptr<std::byte[]> data;
@@ -295,7 +299,8 @@ Status Transmission::do_read(Job& job, ReplyBatch& out) {
     if (!any_hole) map.clear();
   }
   Store::DirectRange direct;
-  if (map.empty() && store_.direct_range(req.offset, req.length, direct)) {
+  if (map.empty() && store_.direct_range(req.offset, req.length, direct) &&
+      (direct.memory || req.length >= kSendfileThreshold)) {
     if (direct.memory) {  // zero-copy: the store's memory goes out in the batch's writev
       add_read(out, req, std::span<const std::byte>(direct.memory, req.length), map);
       return Status::ok();
