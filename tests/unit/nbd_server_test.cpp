@@ -314,6 +314,55 @@ TEST(Transmission, FileWritesLandByteForByte) {
   std::filesystem::remove(path);
 }
 
+TEST(Transmission, BurstsOfSmallRequestsAreBatchedCorrectly) {
+  // 64 4K writes in one burst, then 64 reads in another: workers take several buffered
+  // requests at once and answer them with one write. Every reply must come
+  // once, with its own cookie, and every read must return what was written.
+  for (int kind = 0; kind < 2; ++kind) {
+    auto path = std::filesystem::temp_directory_path() / ("memsync-batch-" + std::to_string(::getpid()));
+    std::shared_ptr<Store> store =
+        kind == 0 ? mem(1 << 20) : std::shared_ptr<Store>(*FileStore::open(path.string(), FileStoreOptions{false, 1 << 20}));
+    Harness h(store);
+    ASSERT_TRUE(h.c().handshake(kind == 1));
+    constexpr int kN = 64;
+    std::set<uint64_t> cookies;
+    for (int phase = 0; phase < 2; ++phase) {  // all writes, then all reads
+      ByteWriter burst;
+      for (int i = 0; i < kN; ++i) {
+        if (phase == 0) {
+          std::vector<std::byte> d(4096, std::byte(i + 1));
+          burst.u32(kRequestMagic).u16(0).u16(kCmdWrite).u64(i).u64(static_cast<uint64_t>(i) * 4096).u32(4096).bytes(d);
+        } else {
+          burst.u32(kRequestMagic).u16(0).u16(kCmdRead).u64(1000 + i).u64(static_cast<uint64_t>(i) * 4096).u32(4096);
+        }
+      }
+      std::jthread sender([&] { h.c().send(burst.data()); });
+      for (int i = 0; i < kN; ++i) {
+        auto r = h.c().read_any_reply();
+        ASSERT_TRUE(r.ok) << "reply " << i;
+        EXPECT_TRUE(cookies.insert(r.cookie).second) << "duplicate reply " << r.cookie;
+        if (r.cookie < 1000) continue;
+        std::vector<std::byte> data;
+        if (r.type == 0xffff) {  // simple reply: the data follows
+          EXPECT_EQ(load_be32(r.payload.data()), 0u);
+          data = h.c().recv(4096);
+        } else {
+          ASSERT_EQ(r.type, kReplyTypeOffsetData);
+          data.assign(r.payload.begin() + 8, r.payload.end());
+        }
+        EXPECT_EQ(data, std::vector<std::byte>(4096, std::byte((r.cookie - 1000) + 1))) << "read " << r.cookie;
+      }
+    }
+    EXPECT_EQ(cookies.size(), static_cast<size_t>(2 * kN));
+    std::vector<std::byte> back(4096);
+    for (int i = 0; i < kN; ++i) {
+      ASSERT_TRUE(store->read_at(back, static_cast<uint64_t>(i) * 4096));
+      EXPECT_EQ(back, std::vector<std::byte>(4096, std::byte(i + 1))) << "block " << i;
+    }
+    std::filesystem::remove(path);
+  }
+}
+
 TEST(Transmission, StopFinishesInFlightWork) {
   Harness h(mem());
   ASSERT_TRUE(h.c().handshake());
