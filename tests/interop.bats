@@ -107,6 +107,7 @@ pki() {
   cp "$T/pki/ca-cert.pem" "$T/nocert/"
   run nbdinfo --size "nbds+unix:///?socket=$SOCK&tls-certificates=$T/nocert"
   [ "$status" -ne 0 ]
+  grep -q 'connection ended: TLS handshake' "$T/s.log"
 }
 
 @test "TLS with PSK: nbdinfo with the right identity works, a wrong key is refused" {

@@ -245,7 +245,8 @@ Result<TlsServerContext::Accepted> TlsServerContext::accept(UniqueFd in, UniqueF
   SSL_set_wfd(ssl, wfd);
   int r = SSL_accept(ssl);
   if (r != 1) {
-    Status st = Status::error(ECONNABORTED, openssl_error("TLS handshake"));
+    // EACCES, not a connection error: a refused handshake deserves a warning.
+    Status st = Status::error(EACCES, openssl_error("TLS handshake"));
     SSL_free(ssl);
     return st;
   }

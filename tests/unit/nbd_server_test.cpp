@@ -363,6 +363,34 @@ TEST(Transmission, BurstsOfSmallRequestsAreBatchedCorrectly) {
   }
 }
 
+// A store whose reads take a while, to stop the server in the middle of one.
+class SlowStore : public StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  Status read_at(std::span<std::byte> b, uint64_t o) override {
+    started = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    return StoreWrapper::read_at(b, o);
+  }
+  std::atomic<bool> started{false};
+};
+
+TEST(Transmission, StopWhileASlowRequestRunsStillAnswersIt) {
+  auto slow = std::make_shared<SlowStore>(mem());
+  Harness h(slow);
+  ASSERT_TRUE(h.c().handshake());
+  h.c().send_request(kCmdRead, 0, 4096, 42);
+  while (!slow->started) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  h.server().stop();  // mid-request
+  auto r = h.c().read_simple_reply();
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.cookie, 42u);
+  EXPECT_EQ(r.error, 0u);
+  EXPECT_EQ(h.c().recv(4096).size(), 4096u);
+  EXPECT_TRUE(h.c().closed());
+  EXPECT_TRUE(h.finish().is_ok());
+}
+
 TEST(Transmission, StopFinishesInFlightWork) {
   Harness h(mem());
   ASSERT_TRUE(h.c().handshake());
