@@ -44,7 +44,6 @@ class NbdServer {
   Status run(std::vector<UniqueFd> listeners);
   void stop();
 
-  unsigned active_connections() const { return active_.load(); }
 
  private:
   struct Connection {

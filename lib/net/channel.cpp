@@ -38,7 +38,6 @@ void Channel::init() {
     socklen_t len = sizeof domain;
     if (::getsockopt(in_.get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
         (domain == AF_INET || domain == AF_INET6)) {
-      is_tcp_ = true;
       int one = 1;
       // Replies are written whole with writev; Nagle would only add latency.
       ::setsockopt(in_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

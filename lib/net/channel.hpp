@@ -77,9 +77,7 @@ class Channel {
   // now, however the data trickles in (0 = no deadline). Bounds handshakes.
   void set_read_deadline(unsigned ms);
 
-  int read_fd() const { return in_.get(); }
   int write_fd() const { return out_.valid() ? out_.get() : in_.get(); }
-  bool is_tcp() const { return is_tcp_; }
 
   // Replaces both descriptors by one socket (STARTTLS hands the plaintext
   // end of its relay here) and keeps `keep_alive` until the channel dies.
@@ -93,7 +91,7 @@ class Channel {
   void init();
 
   UniqueFd in_, out_;
-  bool in_is_socket_ = false, is_tcp_ = false;
+  bool in_is_socket_ = false;
   UniqueFd stop_event_;  // for non-socket inputs, where shutdown() cannot wake readers
   std::atomic<bool> stopped_{false};
   std::vector<std::byte> buf_;
