@@ -17,6 +17,7 @@ JOBS      ?= 2
 TOOLS     := nbd-serve
 BUILD     := build
 ASAN      := build-asan
+TSAN      := build-tsan
 FUZZ      := build-fuzz
 
 WARN      := -Wall -Wextra -Werror -Wno-missing-field-initializers
@@ -39,7 +40,7 @@ DEB_PACKAGES := g++ make pkg-config libboost-program-options-dev libssl-dev \
   nbd-client nbd-server gnutls-bin openssl redis-server \
   qemu-system-x86 busybox-static xz-utils procps
 
-.PHONY: all deps check check-long unit unit-asan bats fuzz kernel lint bench demo install clean
+.PHONY: all deps check check-long unit unit-asan unit-tsan bats fuzz kernel lint bench demo install clean
 .DEFAULT_GOAL := all
 
 all: deps $(BUILD)/libmemsync.a $(BINS)
@@ -74,6 +75,14 @@ $(ASAN)/%.o: %.cpp
 $(ASAN)/unit-tests: $(UNIT_SRC:%.cpp=$(ASAN)/%.o) $(LIB_SRC:%.cpp=$(ASAN)/%.o)
 	$(CXX) $(CXXSTD) -O1 -g $(SAN) -o $@ $^ -lgtest -lgtest_main $(LDLIBS)
 
+# The same tests under ThreadSanitizer: the NBD engine is concurrent.
+$(TSAN)/%.o: %.cpp
+	@mkdir -p $(@D)
+	$(CXX) $(CXXSTD) $(CPPFLAGS) -O1 -g -fsanitize=thread -MMD -MP -c $< -o $@
+
+$(TSAN)/unit-tests: $(UNIT_SRC:%.cpp=$(TSAN)/%.o) $(LIB_SRC:%.cpp=$(TSAN)/%.o)
+	$(CXX) $(CXXSTD) -O1 -g -fsanitize=thread -o $@ $^ -lgtest -lgtest_main $(LDLIBS)
+
 # libFuzzer targets (clang), each linked with the whole library.
 $(FUZZ)/%.o: %.cpp
 	@mkdir -p $(@D)
@@ -95,6 +104,9 @@ unit: deps $(BUILD)/unit-tests
 unit-asan: deps $(ASAN)/unit-tests
 	$(ASAN)/unit-tests --gtest_brief=1
 
+unit-tsan: deps $(TSAN)/unit-tests
+	TSAN_OPTIONS=halt_on_error=1 $(TSAN)/unit-tests --gtest_brief=1
+
 bats: all $(BUILD)/tests/nbd-probe
 	bats --timing tests/*.bats
 
@@ -109,10 +121,11 @@ lint: deps
 
 # One target runs every suite, timing each, then prints the totals line.
 check: deps
-	@$(MAKE) --no-print-directory -j$(JOBS) all $(BUILD)/tests/nbd-probe $(BUILD)/unit-tests $(ASAN)/unit-tests $(FUZZERS) $(FUZZ)/clang-syntax.ok
+	@$(MAKE) --no-print-directory -j$(JOBS) all $(BUILD)/tests/nbd-probe $(BUILD)/unit-tests $(ASAN)/unit-tests $(TSAN)/unit-tests $(FUZZERS) $(FUZZ)/clang-syntax.ok
 	@tests/helpers/run-suites \
 	  "unit"      "$(BUILD)/unit-tests --gtest_brief=1" \
 	  "unit-asan" "$(ASAN)/unit-tests --gtest_brief=1" \
+	  "unit-tsan" "TSAN_OPTIONS=halt_on_error=1 $(TSAN)/unit-tests --gtest_brief=1" \
 	  "man"       "tests/helpers/lint-man man/*.[1-8]" \
 	  "bats"      "bats --timing tests/*.bats" \
 	  "fuzz"      "tests/fuzz/run-fuzzers $(FUZZ) $${FUZZ_SECONDS:-15}" \
@@ -139,6 +152,6 @@ install: all
 	install -m 644 completions/* $(DESTDIR)$(PREFIX)/share/bash-completion/completions/
 
 clean:
-	rm -rf $(BUILD) $(ASAN) $(FUZZ)
+	rm -rf $(BUILD) $(ASAN) $(TSAN) $(FUZZ)
 
--include $(shell find $(BUILD) $(ASAN) $(FUZZ) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) $(ASAN) $(TSAN) $(FUZZ) -name '*.d' 2>/dev/null)

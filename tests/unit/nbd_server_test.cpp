@@ -33,7 +33,10 @@ class Harness {
       done_ = true;
     });
   }
-  ~Harness() { server_.stop(); }
+  ~Harness() {
+    server_.stop();
+    if (thread_.joinable()) thread_.join();  // before result_ goes away
+  }
   RawNbdClient& c() { return *client_; }
   Status finish() {
     thread_.join();
