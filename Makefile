@@ -63,6 +63,9 @@ $(BUILD)/bin/%: $(BUILD)/tools/%/main.o $(BUILD)/libmemsync.a
 $(BUILD)/tests/nbd-probe: $(BUILD)/tests/helpers/nbd-probe.o $(BUILD)/libmemsync.a
 	$(CXX) $(CXXSTD) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/tests/nbd-netlink-attach: $(BUILD)/tests/helpers/nbd-netlink-attach.o $(BUILD)/libmemsync.a
+	$(CXX) $(CXXSTD) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/unit-tests: $(UNIT_SRC:%.cpp=$(BUILD)/%.o) $(BUILD)/libmemsync.a
 	$(CXX) $(CXXSTD) $(CXXFLAGS) -o $@ $^ -lgtest -lgtest_main $(LDLIBS)
 
@@ -93,7 +96,7 @@ $(FUZZ)/%: $(FUZZ)/tests/fuzz/%.o $(LIB_SRC:%.cpp=$(FUZZ)/%.o)
 
 # The tools and test helpers must also compile warning-free under clang (the
 # library already does, in the fuzz build).
-$(FUZZ)/clang-syntax.ok: $(wildcard tools/*/main.cpp) tests/helpers/nbd-probe.cpp $(UNIT_SRC)
+$(FUZZ)/clang-syntax.ok: $(wildcard tools/*/main.cpp) $(wildcard tests/helpers/*.cpp) $(UNIT_SRC)
 	@mkdir -p $(@D)
 	$(CLANGXX) $(CXXSTD) $(CPPFLAGS) -fsyntax-only $^
 	@touch $@
@@ -113,7 +116,7 @@ bats: all $(BUILD)/tests/nbd-probe
 fuzz: deps $(FUZZERS)
 	@tests/fuzz/run-fuzzers $(FUZZ) $${FUZZ_SECONDS:-20}
 
-kernel: all
+kernel: all $(BUILD)/tests/nbd-netlink-attach
 	@tests/kernel/run-smoke
 
 lint: deps
@@ -121,7 +124,7 @@ lint: deps
 
 # One target runs every suite, timing each, then prints the totals line.
 check: deps
-	@$(MAKE) --no-print-directory -j$(JOBS) all $(BUILD)/tests/nbd-probe $(BUILD)/unit-tests $(ASAN)/unit-tests $(TSAN)/unit-tests $(FUZZERS) $(FUZZ)/clang-syntax.ok
+	@$(MAKE) --no-print-directory -j$(JOBS) all $(BUILD)/tests/nbd-probe $(BUILD)/tests/nbd-netlink-attach $(BUILD)/unit-tests $(ASAN)/unit-tests $(TSAN)/unit-tests $(FUZZERS) $(FUZZ)/clang-syntax.ok
 	@tests/helpers/run-suites \
 	  "unit"      "$(BUILD)/unit-tests --gtest_brief=1" \
 	  "unit-asan" "$(ASAN)/unit-tests --gtest_brief=1" \

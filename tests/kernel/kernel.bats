@@ -30,6 +30,8 @@ setup() {
     "ok - nbd-serve (unix) exits 0 on SIGTERM after the client is gone" \
     "ok - nbd-serve (tcp) exits 0 on SIGTERM after the client is gone" \
     "ok - nbd-serve (ro) exits 0 on SIGTERM after the client is gone" \
+    "ok - memsync's own attach: handshake + netlink CONNECT of" \
+    "ok - nbd-serve (own) exits 0 on SIGTERM after the client is gone" \
     "ok - nbd-serve logged no warnings or errors" \
     "ok - no nbd errors in the kernel log"
   do

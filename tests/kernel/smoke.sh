@@ -6,6 +6,9 @@
 #   - TCP 127.0.0.1 attach with 4 connections (needs NBD_FLAG_CAN_MULTI_CONN)
 #   - read-only export: reads work, writes through /dev/nbdX fail
 #   - nbd-client -d detaches (size 0), SIGTERM stops nbd-serve with status 0
+#   - memsync's own attach path (the library pieces of nbd-attach, driven by
+#     build/tests/nbd-netlink-attach): client handshake, netlink CONNECT,
+#     STATUS and DISCONNECT
 # Host side (from the repo root): tests/kernel/run-smoke, which runs
 #   tests/vm/run-in-vm --files build/bin --files tests/kernel --bin nbd-client \
 #     --modules nbd -- tests/kernel/smoke.sh
@@ -16,6 +19,7 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 NBD_SERVE=$here/../../build/bin/nbd-serve   # copied in with --files build/bin
+NL_ATTACH=$here/../../build/tests/nbd-netlink-attach   # --files build/tests
 MiB=1048576
 step="start"
 SERVERS=""
@@ -190,6 +194,26 @@ fi
 head -c $((8 * MiB)) /tmp/disk.img | cmp -s - /tmp/pattern || fail "backing file changed through the read-only export"
 ok "writes to nbd2 fail (direct and buffered) and the backing file is unchanged"
 
+# ------------------------------------------------- memsync's own attach path
+step="own netlink attach"
+dd if=/dev/zero of=/tmp/own.img bs=$MiB count=16 2>/dev/null
+start_server own --listen unix:/tmp/own.sock file:/tmp/own.img
+OWN_PID=$PID
+wait_ready own "$OWN_PID"
+own_dev=$("$NL_ATTACH" unix:/tmp/own.sock) || fail "nbd-netlink-attach could not attach"
+own=${own_dev#/dev/}
+[ "$(sectors "$own")" -eq 32768 ] || fail "$own_dev has $(sectors "$own") sectors, want 32768"
+"$NL_ATTACH" --status | grep -qx "${own#nbd} connected" || fail "netlink STATUS does not list $own_dev as connected"
+dd if=/tmp/pattern of="$own_dev" bs=$MiB oflag=direct 2>/dev/null || fail "write to $own_dev failed"
+head -c $((8 * MiB)) /tmp/own.img | cmp -s - /tmp/pattern || fail "own.img does not hold the pattern"
+"$NL_ATTACH" --disconnect "${own#nbd}" || fail "netlink DISCONNECT of $own_dev failed"
+i=0
+while [ "$(sectors "$own")" -ne 0 ]; do
+  i=$((i + 1)); [ $i -lt 50 ] || fail "$own_dev size is $(sectors "$own") after netlink DISCONNECT"
+  sleep 0.1
+done
+ok "memsync's own attach: handshake + netlink CONNECT of $own_dev, STATUS connected, 8 MiB O_DIRECT write lands in the file, DISCONNECT to size 0"
+
 # ------------------------------------------------------------ detach, stop
 step="detach"
 detach nbd0
@@ -200,10 +224,11 @@ step="stop servers"
 stop_server unix "$UNIX_PID"
 stop_server tcp "$TCP_PID"
 stop_server ro "$RO_PID"
+stop_server own "$OWN_PID"
 SERVERS=""
 
 step="server logs"
-for name in unix tcp ro; do
+for name in unix tcp ro own; do
   # anything but the -v progress lines is a warning or an error
   w=$(grep -vE '^nbd-serve: (serving |new connection$|handshake done: |client sent DISC$|connection closed$|caught [A-Za-z]+, shutting down$)' \
       "/tmp/$name.log" || true)

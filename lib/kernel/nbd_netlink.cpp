@@ -1,0 +1,95 @@
+#include "kernel/nbd_netlink.hpp"
+
+#include <linux/nbd-netlink.h>
+#include <netlink/genl/ctrl.h>
+#include <netlink/genl/genl.h>
+#include <netlink/msg.h>
+#include <netlink/netlink.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace memsync::kernel {
+namespace {
+
+// libnl error codes to errno, for the cases a caller acts on.
+int errno_of(int nl_err) {
+  switch (-nl_err) {
+    case NLE_PERM: return EPERM;
+    case NLE_OBJ_NOTFOUND: return ENOENT;
+    case NLE_BUSY: return EBUSY;
+    case NLE_INVAL: return EINVAL;
+    case NLE_NOMEM: return ENOMEM;
+    case NLE_NODEV: return ENODEV;
+    case NLE_OPNOTSUPP: return EOPNOTSUPP;
+    default: return EIO;
+  }
+}
+
+Status nl_status(int nl_err, const std::string& what) {
+  return Status::error(errno_of(nl_err), what + ": " + nl_geterror(nl_err));
+}
+
+// Keeps a copy of the first valid reply (libnl frees its buffer after).
+int keep_reply(nl_msg* msg, void* arg) {
+  auto* out = static_cast<std::vector<char>*>(arg);
+  nlmsghdr* h = nlmsg_hdr(msg);
+  if (out->empty()) out->assign(reinterpret_cast<char*>(h), reinterpret_cast<char*>(h) + h->nlmsg_len);
+  return NL_OK;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<NbdNetlink>> NbdNetlink::open() {
+  std::unique_ptr<NbdNetlink> n(new NbdNetlink());
+  n->sock_ = nl_socket_alloc();
+  if (!n->sock_) return Status::error(ENOMEM, "allocate a netlink socket");
+  if (int e = genl_connect(n->sock_); e < 0) return nl_status(e, "connect to generic netlink");
+  n->family_ = genl_ctrl_resolve(n->sock_, NBD_GENL_FAMILY_NAME);
+  if (n->family_ < 0)
+    return Status::error(ENOENT, "the kernel has no nbd netlink family: is the nbd module loaded? (modprobe nbd)");
+  return n;
+}
+
+NbdNetlink::~NbdNetlink() {
+  if (sock_) nl_socket_free(sock_);
+}
+
+Status NbdNetlink::transact(NlMsg msg, const std::string& what, nlmsghdr** reply_copy) {
+  reply_.clear();
+  nl_socket_modify_cb(sock_, NL_CB_VALID, NL_CB_CUSTOM, keep_reply, &reply_);
+  int e = nl_send_sync(sock_, msg.release());  // frees the message
+  if (e < 0) return nl_status(e, what);
+  if (reply_copy) *reply_copy = reply_.empty() ? nullptr : reinterpret_cast<nlmsghdr*>(reply_.data());
+  return Status::ok();
+}
+
+Result<uint32_t> NbdNetlink::connect(const NbdConnect& c) {
+  auto msg = build_connect(family_, c);
+  if (!msg) return msg.status();
+  nlmsghdr* reply = nullptr;
+  MEMSYNC_TRY(transact(std::move(msg).value(), "attach the NBD device (netlink connect)", &reply));
+  if (!reply) {
+    if (c.index) return *c.index;
+    return Status::error(EPROTO, "the kernel did not say which device it attached");
+  }
+  return parse_connect_reply(reply);
+}
+
+Status NbdNetlink::disconnect(uint32_t index) {
+  auto msg = build_disconnect(family_, index);
+  if (!msg) return msg.status();
+  return transact(std::move(msg).value(), "detach the NBD device", nullptr);
+}
+
+Result<std::vector<DeviceStatus>> NbdNetlink::status(std::optional<uint32_t> index) {
+  auto msg = build_status(family_, index);
+  if (!msg) return msg.status();
+  nlmsghdr* reply = nullptr;
+  MEMSYNC_TRY(transact(std::move(msg).value(), "query NBD devices", &reply));
+  if (!reply) return std::vector<DeviceStatus>();
+  return parse_status_reply(reply);
+}
+
+}  // namespace memsync::kernel
