@@ -2,26 +2,12 @@
 
 #include <array>
 
-#include "util/hex.hpp"
+#include "util/percent.hpp"
 
 namespace memsync {
 namespace {
 
 constexpr std::array<std::string_view, 8> kSchemes = {"mem", "file", "dir", "remote", "redis", "tape", "nbd", "nbds"};
-
-
-Result<std::string> percent_decode(std::string_view s, std::string_view whole) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') { out.push_back(s[i]); continue; }
-    int hi = i + 1 < s.size() ? hex_value(s[i + 1]) : -1;
-    int lo = i + 2 < s.size() ? hex_value(s[i + 2]) : -1;
-    if (hi < 0 || lo < 0) return Status::invalid("backend '" + std::string(whole) + "': bad %-escape");
-    out.push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -57,8 +43,8 @@ Result<BackendSpec> parse_backend_spec(std::string_view text) {
       if (eq == std::string_view::npos || eq == 0)
         return Status::invalid("backend '" + std::string(text) + "': parameter '" + std::string(pair) + "' is not KEY=VALUE");
       std::string key(pair.substr(0, eq));
-      auto value = percent_decode(pair.substr(eq + 1), text);
-      if (!value) return value.status();
+      auto value = percent_decode(pair.substr(eq + 1));
+      if (!value) return value.status().with_context("backend '" + std::string(text) + "'");
       if (spec.params.count(key))
         return Status::invalid("backend '" + std::string(text) + "': parameter '" + key + "' is given twice");
       spec.params[key] = std::move(value).value();

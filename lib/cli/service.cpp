@@ -8,24 +8,11 @@
 #include <cstdlib>
 
 #include "cli/cli.hpp"
+#include "util/percent.hpp"
 #include "util/process.hpp"
 
 namespace memsync::cli {
 namespace {
-
-std::string uri_escape(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof buf, "%%%02X", c);
-      out += buf;
-    }
-  }
-  return out;
-}
 
 // Removes LISTEN_* so that a --run command does not inherit them when we
 // did not use them (--listen given).
@@ -40,9 +27,9 @@ void clear_activation_env() {
 std::string nbd_uri(const Endpoint& ep, const std::string& name, bool tls) {
   std::string scheme = tls ? "nbds" : "nbd";
   if (ep.kind == Endpoint::Kind::Unix)
-    return scheme + "+unix:///" + uri_escape(name) + "?socket=" + uri_escape(ep.path);
+    return scheme + "+unix:///" + percent_encode(name) + "?socket=" + percent_encode(ep.path);
   std::string host = ep.host.find(':') != std::string::npos ? "[" + ep.host + "]" : ep.host;
-  return scheme + "://" + host + ":" + std::to_string(ep.port) + "/" + uri_escape(name);
+  return scheme + "://" + host + ":" + std::to_string(ep.port) + "/" + percent_encode(name);
 }
 
 ServiceSpec parse_service_options(const std::string& listen, const std::string& run) {

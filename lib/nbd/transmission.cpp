@@ -95,6 +95,10 @@ class Transmission {
     if (!st.is_ok() && fatal_.is_ok()) fatal_ = st;
   }
 
+  // The header of a successful READ reply carrying all req.length bytes:
+  // simple, or one structured OFFSET_DATA chunk marked DONE. Written into h.
+  static constexpr size_t kDataHeaderMax = 28;
+  std::span<const std::byte> data_header(const Request& req, std::byte (&h)[kDataHeaderMax]) const;
   void add_simple(ReplyBatch& out, uint64_t cookie, uint32_t error, std::span<const std::byte> data = {});
   void add_error(ReplyBatch& out, const Request& req, uint32_t error, const std::string& msg);
   void add_read(ReplyBatch& out, const Request& req, std::span<const std::byte> data, const std::vector<Extent>& map);
@@ -210,6 +214,22 @@ void Transmission::worker() {
   }
 }
 
+std::span<const std::byte> Transmission::data_header(const Request& req, std::byte (&h)[kDataHeaderMax]) const {
+  if (!s_.structured_replies) {
+    store_be32(h, kSimpleReplyMagic);
+    store_be32(h + 4, 0);
+    store_be64(h + 8, req.cookie);
+    return {h, kSimpleReplySize};
+  }
+  store_be32(h, kStructuredReplyMagic);
+  store_be16(h + 4, kReplyFlagDone);
+  store_be16(h + 6, kReplyTypeOffsetData);
+  store_be64(h + 8, req.cookie);
+  store_be32(h + 16, 8 + req.length);
+  store_be64(h + 20, req.offset);
+  return {h, 28};
+}
+
 void Transmission::add_simple(ReplyBatch& out, uint64_t cookie, uint32_t error, std::span<const std::byte> data) {
   std::byte h[kSimpleReplySize];
   store_be32(h, kSimpleReplyMagic);
@@ -234,24 +254,21 @@ void Transmission::add_error(ReplyBatch& out, const Request& req, uint32_t error
 
 void Transmission::add_read(ReplyBatch& out, const Request& req, std::span<const std::byte> data,
                             const std::vector<Extent>& map) {
-  if (!s_.structured_replies) {
-    add_simple(out, req.cookie, 0, data);
+  if (map.empty()) {  // the common case: one reply carrying all the data
+    std::byte h[kDataHeaderMax];
+    out.add(data_header(req, h), data);
     return;
   }
   // One chunk per data run, one per hole run; DONE on the last. Everything
   // was read before the first byte goes out, so no error can follow.
   struct Piece { uint64_t at; uint64_t len; bool hole; };
   std::vector<Piece> pieces;
-  if (map.empty()) {
-    pieces.push_back({0, data.size(), false});
-  } else {
-    uint64_t at = 0;
-    for (auto& e : map) {
-      if (e.length == 0) continue;
-      if (!pieces.empty() && pieces.back().hole == e.zero) pieces.back().len += e.length;
-      else pieces.push_back({at, e.length, e.zero});
-      at += e.length;
-    }
+  uint64_t at = 0;
+  for (auto& e : map) {
+    if (e.length == 0) continue;
+    if (!pieces.empty() && pieces.back().hole == e.zero) pieces.back().len += e.length;
+    else pieces.push_back({at, e.length, e.zero});
+    at += e.length;
   }
   for (size_t i = 0; i < pieces.size(); ++i) {
     const Piece& p = pieces[i];
@@ -306,23 +323,9 @@ Status Transmission::do_read(Job& job, ReplyBatch& out) {
       return Status::ok();
     }
     // File data goes by sendfile, after the replies batched so far.
-    std::byte h[28];
-    size_t hlen = kSimpleReplySize;
-    if (s_.structured_replies) {
-      store_be32(h, kStructuredReplyMagic);
-      store_be16(h + 4, kReplyFlagDone);
-      store_be16(h + 6, kReplyTypeOffsetData);
-      store_be64(h + 8, req.cookie);
-      store_be32(h + 16, 8 + req.length);
-      store_be64(h + 20, req.offset);
-      hlen = 28;
-    } else {
-      store_be32(h, kSimpleReplyMagic);
-      store_be32(h + 4, 0);
-      store_be64(h + 8, req.cookie);
-    }
+    std::byte h[kDataHeaderMax];
     MEMSYNC_TRY(out.flush(ch_));
-    return ch_.write_file(std::span<const std::byte>(h, hlen), direct.fd, direct.file_offset, req.length);
+    return ch_.write_file(data_header(req, h), direct.fd, direct.file_offset, req.length);
   }
   std::span<std::byte> data = job.buf.get(req.length);
   if (map.empty()) {

@@ -1,27 +1,8 @@
 #include "net/nbd_uri.hpp"
 
-#include "util/hex.hpp"
+#include "util/percent.hpp"
 
 namespace memsync {
-namespace {
-
-Result<std::string> decode(std::string_view s, std::string_view whole) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      out.push_back(s[i]);
-      continue;
-    }
-    int hi = i + 1 < s.size() ? hex_value(s[i + 1]) : -1;
-    int lo = i + 2 < s.size() ? hex_value(s[i + 2]) : -1;
-    if (hi < 0 || lo < 0) return Status::invalid("NBD URI '" + std::string(whole) + "': bad %-escape");
-    out.push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return out;
-}
-
-}  // namespace
 
 bool is_nbd_uri(std::string_view t) {
   return t.starts_with("nbd://") || t.starts_with("nbds://") || t.starts_with("nbd+unix://") ||
@@ -48,13 +29,13 @@ Result<NbdUri> parse_nbd_uri(std::string_view text) {
   std::string_view path = authority.size() < rest.size() ? rest.substr(authority.size() + 1) : std::string_view();
 
   if (auto at = authority.rfind('@'); at != std::string_view::npos) {
-    auto user = decode(authority.substr(0, at), text);
-    if (!user) return user.status();
+    auto user = percent_decode(authority.substr(0, at));
+    if (!user) return bad(user.status().message());
     uri.user = *user;
     authority = authority.substr(at + 1);
   }
-  auto name = decode(path, text);
-  if (!name) return name.status();
+  auto name = percent_decode(path);
+  if (!name) return bad(name.status().message());
   uri.export_name = *name;
 
   while (!query.empty()) {
@@ -63,8 +44,8 @@ Result<NbdUri> parse_nbd_uri(std::string_view text) {
     query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
     if (pair.empty()) continue;
     auto eq = pair.find('=');
-    auto key = decode(pair.substr(0, eq), text);
-    auto value = decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1), text);
+    auto key = percent_decode(pair.substr(0, eq));
+    auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1));
     if (!key || !value) return bad("bad %-escape in the query");
     uri.query[*key] = *value;
   }

@@ -22,19 +22,25 @@ std::pair<UniqueFd, UniqueFd> pair_of_sockets() {
   return {UniqueFd(sv[0]), UniqueFd(sv[1])};
 }
 
+// `server` serves one connection on its end of a socketpair, on a thread;
+// returns the client's channel and the thread (joined on destruction).
+std::pair<std::unique_ptr<Channel>, std::jthread> connect_to(NbdServer& server) {
+  auto [a, b] = pair_of_sockets();
+  std::jthread t([&server, fd = std::move(b)]() mutable {
+    Channel ch(std::move(fd));
+    (void)server.serve(ch);
+  });
+  return {std::make_unique<Channel>(std::move(a)), std::move(t)};
+}
+
 TEST(ClientHandshake, GoWithBlockSizesAgainstNbdServe) {
   ServerOptions o;
   o.export_config.name = "disk";
   o.export_config.min_block = 512;
   o.export_config.max_payload = 1 << 20;
   NbdServer server(*MemStore::create(8 << 20), o);
-  auto [a, b] = pair_of_sockets();
-  std::jthread t([&, fd = std::move(b)]() mutable {
-    Channel ch(std::move(fd));
-    (void)server.serve(ch);
-  });
-  Channel client(std::move(a));
-  auto info = client_handshake(client, "disk");
+  auto [client, t] = connect_to(server);
+  auto info = client_handshake(*client, "disk");
   ASSERT_TRUE(info) << info.status().message();
   EXPECT_EQ(info->size, 8u << 20);
   EXPECT_TRUE(info->block_size_known);
@@ -47,17 +53,12 @@ TEST(ClientHandshake, GoWithBlockSizesAgainstNbdServe) {
 
 TEST(ClientHandshake, UnknownExportCarriesTheServersMessage) {
   NbdServer server(*MemStore::create(1 << 20), ServerOptions{});
-  auto [a, b] = pair_of_sockets();
-  std::jthread t([&, fd = std::move(b)]() mutable {
-    Channel ch(std::move(fd));
-    (void)server.serve(ch);
-  });
-  Channel client(std::move(a));
-  auto info = client_handshake(client, "nope");
+  auto [client, t] = connect_to(server);
+  auto info = client_handshake(*client, "nope");
   ASSERT_FALSE(info);
   EXPECT_EQ(info.status().code(), ENOENT);
   EXPECT_NE(info.status().message().find("no export named 'nope'"), std::string::npos) << info.status().message();
-  client.stop();
+  client->stop();
   server.stop();
 }
 
