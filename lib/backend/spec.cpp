@@ -33,12 +33,7 @@ Result<BackendSpec> parse_backend_spec(std::string_view text) {
   auto q = rest.find('?');
   spec.location = std::string(rest.substr(0, q));
   if (q != std::string_view::npos) {
-    std::string_view query = rest.substr(q + 1);
-    while (!query.empty()) {
-      auto amp = query.find('&');
-      std::string_view pair = query.substr(0, amp);
-      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-      if (pair.empty()) continue;
+    for (std::string_view pair : query_items(rest.substr(q + 1))) {
       auto eq = pair.find('=');
       if (eq == std::string_view::npos || eq == 0)
         return Status::invalid("backend '" + std::string(text) + "': parameter '" + std::string(pair) + "' is not KEY=VALUE");

@@ -38,11 +38,7 @@ Result<NbdUri> parse_nbd_uri(std::string_view text) {
   if (!name) return bad(name.status().message());
   uri.export_name = *name;
 
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    if (pair.empty()) continue;
+  for (std::string_view pair : query_items(query)) {
     auto eq = pair.find('=');
     auto key = percent_decode(pair.substr(0, eq));
     auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1));

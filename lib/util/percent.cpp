@@ -23,6 +23,16 @@ Result<std::string> percent_decode(std::string_view s) {
   return out;
 }
 
+std::vector<std::string_view> query_items(std::string_view query) {
+  std::vector<std::string_view> items;
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    if (amp != 0) items.push_back(query.substr(0, amp));
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+  }
+  return items;
+}
+
 std::string percent_encode(std::string_view s) {
   std::string out;
   for (unsigned char c : s) {
