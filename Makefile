@@ -14,7 +14,7 @@ CXX       ?= g++
 CLANGXX   ?= clang++
 JOBS      ?= 2
 
-TOOLS     := nbd-serve
+TOOLS     := nbd-serve nbd-attach
 BUILD     := build
 ASAN      := build-asan
 TSAN      := build-tsan
@@ -32,6 +32,8 @@ UNIT_SRC  := $(sort $(wildcard tests/unit/*.cpp))
 FUZZ_SRC  := $(sort $(wildcard tests/fuzz/*.cpp))
 FUZZERS   := $(FUZZ_SRC:tests/fuzz/%.cpp=$(FUZZ)/%)
 BINS      := $(TOOLS:%=$(BUILD)/bin/%)
+HELPER_SRC := $(sort $(wildcard tests/helpers/*.cpp))
+HELPERS   := $(HELPER_SRC:tests/helpers/%.cpp=$(BUILD)/tests/%)
 
 # Debian packages: build, tests (third-party NBD clients, the VM), benchmarks.
 DEB_PACKAGES := g++ make pkg-config libboost-program-options-dev libssl-dev \
@@ -60,10 +62,9 @@ $(BUILD)/bin/%: $(BUILD)/tools/%/main.o $(BUILD)/libmemsync.a
 	@mkdir -p $(@D)
 	$(CXX) $(CXXSTD) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/nbd-probe: $(BUILD)/tests/helpers/nbd-probe.o $(BUILD)/libmemsync.a
-	$(CXX) $(CXXSTD) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
-
-$(BUILD)/tests/nbd-netlink-attach: $(BUILD)/tests/helpers/nbd-netlink-attach.o $(BUILD)/libmemsync.a
+# Test programs: one tests/helpers/NAME.cpp each, linked with the library.
+$(BUILD)/tests/%: $(BUILD)/tests/helpers/%.o $(BUILD)/libmemsync.a
+	@mkdir -p $(@D)
 	$(CXX) $(CXXSTD) $(CXXFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/unit-tests: $(UNIT_SRC:%.cpp=$(BUILD)/%.o) $(BUILD)/libmemsync.a
@@ -110,13 +111,13 @@ unit-asan: deps $(ASAN)/unit-tests
 unit-tsan: deps $(TSAN)/unit-tests
 	TSAN_OPTIONS=halt_on_error=1 $(TSAN)/unit-tests --gtest_brief=1
 
-bats: all $(BUILD)/tests/nbd-probe
+bats: all $(HELPERS)
 	bats --timing tests/*.bats
 
 fuzz: deps $(FUZZERS)
 	@tests/fuzz/run-fuzzers $(FUZZ) $${FUZZ_SECONDS:-20}
 
-kernel: all $(BUILD)/tests/nbd-netlink-attach
+kernel: all $(HELPERS)
 	@tests/kernel/run-smoke
 
 lint: deps
@@ -124,18 +125,18 @@ lint: deps
 
 # One target runs every suite, timing each, then prints the totals line.
 check: deps
-	@$(MAKE) --no-print-directory -j$(JOBS) all $(BUILD)/tests/nbd-probe $(BUILD)/tests/nbd-netlink-attach $(BUILD)/unit-tests $(ASAN)/unit-tests $(TSAN)/unit-tests $(FUZZERS) $(FUZZ)/clang-syntax.ok
+	@$(MAKE) --no-print-directory -j$(JOBS) all $(HELPERS) $(BUILD)/unit-tests $(ASAN)/unit-tests $(TSAN)/unit-tests $(FUZZERS) $(FUZZ)/clang-syntax.ok
 	@tests/helpers/run-suites \
 	  "unit"      "$(BUILD)/unit-tests --gtest_brief=1" \
 	  "unit-asan" "$(ASAN)/unit-tests --gtest_brief=1" \
 	  "unit-tsan" "TSAN_OPTIONS=halt_on_error=1 $(TSAN)/unit-tests --gtest_brief=1" \
 	  "man"       "tests/helpers/lint-man man/*.[1-8]" \
 	  "bats"      "bats --timing tests/*.bats" \
-	  "fuzz"      "tests/fuzz/run-fuzzers $(FUZZ) $${FUZZ_SECONDS:-15}" \
+	  "fuzz"      "FUZZ_SEED=$${FUZZ_SEED:-1} tests/fuzz/run-fuzzers $(FUZZ) $${FUZZ_SECONDS:-15}" \
 	  "kernel"    "tests/kernel/run-smoke"
 
 check-long: deps
-	@$(MAKE) --no-print-directory -j$(JOBS) all $(FUZZERS)
+	@$(MAKE) --no-print-directory -j$(JOBS) all $(HELPERS) $(FUZZERS)
 	@tests/helpers/run-suites \
 	  "fuzz-long" "tests/fuzz/run-fuzzers $(FUZZ) $${FUZZ_SECONDS:-300}" \
 	  "kernel"    "tests/kernel/run-smoke"

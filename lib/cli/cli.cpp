@@ -2,9 +2,11 @@
 
 #include <boost/program_options/errors.hpp>
 #include <cstdio>
+#include <cstdlib>
 
 #include "util/log.hpp"
 #include "util/signals.hpp"
+#include "util/swap_path.hpp"
 
 #ifndef MEMSYNC_VERSION
 #define MEMSYNC_VERSION "0.0.0-dev"
@@ -22,6 +24,10 @@ int fail(const std::string& what, const Status& st) {
 int run_main(const char* tool, const std::function<int()>& body) {
   log::set_program(tool);
   ignore_sigpipe();
+  if (const char* v = std::getenv(kSwapPathEnv); v && std::string(v) == "1") {
+    Status st = enter_swap_path();
+    if (!st) return fail("serve on the swap path", st);
+  }
   try {
     return body();
   } catch (const UsageError& e) {

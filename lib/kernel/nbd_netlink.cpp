@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 namespace memsync::kernel {
@@ -83,6 +84,13 @@ Status NbdNetlink::disconnect(uint32_t index) {
   return transact(std::move(msg).value(), "detach the NBD device", nullptr);
 }
 
+Status NbdNetlink::reconfigure(uint32_t index, const std::vector<int>& sockets,
+                               std::optional<uint64_t> dead_conn_timeout_s) {
+  auto msg = build_reconfigure(family_, index, sockets, dead_conn_timeout_s);
+  if (!msg) return msg.status();
+  return transact(std::move(msg).value(), "reconnect the NBD device", nullptr);
+}
+
 Result<std::vector<DeviceStatus>> NbdNetlink::status(std::optional<uint32_t> index) {
   auto msg = build_status(family_, index);
   if (!msg) return msg.status();
@@ -90,6 +98,41 @@ Result<std::vector<DeviceStatus>> NbdNetlink::status(std::optional<uint32_t> ind
   MEMSYNC_TRY(transact(std::move(msg).value(), "query NBD devices", &reply));
   if (!reply) return std::vector<DeviceStatus>();
   return parse_status_reply(reply);
+}
+
+Result<std::unique_ptr<NbdLinkWatch>> NbdLinkWatch::open() {
+  std::unique_ptr<NbdLinkWatch> w(new NbdLinkWatch());
+  w->sock_ = nl_socket_alloc();
+  if (!w->sock_) return Status::error(ENOMEM, "allocate a netlink socket");
+  nl_socket_disable_seq_check(w->sock_);  // events are not answers to our requests
+  if (int e = genl_connect(w->sock_); e < 0) return nl_status(e, "connect to generic netlink");
+  int group = genl_ctrl_resolve_grp(w->sock_, NBD_GENL_FAMILY_NAME, NBD_GENL_MCAST_GROUP_NAME);
+  if (group < 0) return nl_status(group, "find the nbd link-dead event group");
+  if (int e = nl_socket_add_membership(w->sock_, group); e < 0) return nl_status(e, "join the nbd event group");
+  nl_socket_modify_cb(
+      w->sock_, NL_CB_VALID, NL_CB_CUSTOM,
+      [](nl_msg* msg, void* arg) {
+        if (auto index = parse_link_dead(nlmsg_hdr(msg))) static_cast<NbdLinkWatch*>(arg)->events_.push_back(*index);
+        return static_cast<int>(NL_OK);
+      },
+      w.get());
+  nl_socket_set_nonblocking(w->sock_);
+  return w;
+}
+
+NbdLinkWatch::~NbdLinkWatch() {
+  if (sock_) nl_socket_free(sock_);
+}
+
+int NbdLinkWatch::fd() const { return nl_socket_get_fd(sock_); }
+
+Result<std::vector<uint32_t>> NbdLinkWatch::take_events() {
+  for (;;) {
+    int e = nl_recvmsgs_default(sock_);
+    if (e == -NLE_AGAIN || e == 0) break;
+    if (e < 0) return nl_status(e, "read nbd events");
+  }
+  return std::exchange(events_, {});
 }
 
 }  // namespace memsync::kernel

@@ -31,6 +31,8 @@ class NbdNetlink {
   // Hands the sockets to the kernel; returns the device index (N of /dev/nbdN).
   Result<uint32_t> connect(const NbdConnect& c);
   Status disconnect(uint32_t index);
+  // New sockets for a device whose connections died (dead-conn timeout).
+  Status reconfigure(uint32_t index, const std::vector<int>& sockets, std::optional<uint64_t> dead_conn_timeout_s);
   Result<std::vector<DeviceStatus>> status(std::optional<uint32_t> index = std::nullopt);
 
  private:
@@ -41,6 +43,26 @@ class NbdNetlink {
   nl_sock* sock_ = nullptr;
   int family_ = -1;
   std::vector<char> reply_;  // the last transaction's reply
+};
+
+// Listens for the kernel's link-dead events: a device whose connection died
+// while a dead-connection timeout holds its I/O (nbd-attach --persist).
+class NbdLinkWatch {
+ public:
+  static Result<std::unique_ptr<NbdLinkWatch>> open();
+  ~NbdLinkWatch();
+  NbdLinkWatch(const NbdLinkWatch&) = delete;
+  NbdLinkWatch& operator=(const NbdLinkWatch&) = delete;
+
+  // Readable when events are waiting (for poll).
+  int fd() const;
+  // The device indexes of the events received so far (non-blocking).
+  Result<std::vector<uint32_t>> take_events();
+
+ private:
+  NbdLinkWatch() = default;
+  nl_sock* sock_ = nullptr;
+  std::vector<uint32_t> events_;
 };
 
 }  // namespace memsync::kernel

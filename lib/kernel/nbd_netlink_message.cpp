@@ -110,4 +110,12 @@ Result<uint32_t> parse_connect_reply(nlmsghdr* reply) {
   return nla_get_u32(attrs[NBD_ATTR_INDEX]);
 }
 
+std::optional<uint32_t> parse_link_dead(nlmsghdr* event) {
+  auto* gh = static_cast<genlmsghdr*>(nlmsg_data(event));
+  if (event->nlmsg_len < NLMSG_HDRLEN + GENL_HDRLEN || gh->cmd != NBD_CMD_LINK_DEAD) return std::nullopt;
+  nlattr* attrs[NBD_ATTR_MAX + 1] = {};
+  if (genlmsg_parse(event, 0, attrs, NBD_ATTR_MAX, nullptr) < 0 || !attrs[NBD_ATTR_INDEX]) return std::nullopt;
+  return nla_get_u32(attrs[NBD_ATTR_INDEX]);
+}
+
 }  // namespace memsync::kernel

@@ -59,6 +59,10 @@ Result<std::vector<DeviceStatus>> parse_status_reply(nlmsghdr* reply);
 // The device index in a CONNECT reply.
 Result<uint32_t> parse_connect_reply(nlmsghdr* reply);
 
+// The device index of a link-dead event (multicast group "nbd_mc_group"),
+// or nullopt for any other message.
+std::optional<uint32_t> parse_link_dead(nlmsghdr* event);
+
 // Access to a built message's header, for tests and the sender.
 nlmsghdr* header_of(nl_msg* m);
 

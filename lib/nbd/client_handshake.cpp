@@ -44,7 +44,8 @@ Status refused(const OptionReply& r, const std::string& export_name) {
   switch (r.type) {
     case kRepErrUnknown: return Status::error(ENOENT, what);
     case kRepErrPolicy: return Status::error(EACCES, what);
-    case kRepErrTlsReqd: return Status::error(EACCES, what + " (the server requires TLS)");
+    case kRepErrTlsReqd:
+      return Status::error(EACCES, what + (msg.find("TLS") != std::string::npos ? "" : " (the server requires TLS)"));
     case kRepErrBlockSizeReqd: return Status::error(EINVAL, what + " (the server requires block size negotiation)");
     case kRepErrShutdown: return Status::error(ESHUTDOWN, what + " (the server is shutting down)");
     default: return Status::error(EINVAL, what);
@@ -53,7 +54,7 @@ Status refused(const OptionReply& r, const std::string& export_name) {
 
 }  // namespace
 
-Result<ExportInfo> client_handshake(Channel& ch, const std::string& export_name) {
+Result<ExportInfo> client_handshake(Channel& ch, const std::string& export_name, const TlsClientContext* tls) {
   if (export_name.size() > kMaxStringLength) return Status::invalid("export name longer than 4096 bytes");
   std::byte greet[18];
   MEMSYNC_TRY(ch.read_exact(greet));
@@ -66,6 +67,22 @@ Result<ExportInfo> client_handshake(Channel& ch, const std::string& export_name)
   ByteWriter cf;
   cf.u32(kClientFixedNewstyle | (no_zeroes ? kClientNoZeroes : 0));
   MEMSYNC_TRY(ch.write({cf.data()}));
+
+  if (tls) {
+    MEMSYNC_TRY(send_option(ch, kOptStartTls, {}));
+    auto r = read_reply(ch, kOptStartTls);
+    if (!r) return r.status();
+    if (r->type != kRepAck) {
+      std::string msg(reinterpret_cast<const char*>(r->data.data()), r->data.size());
+      return Status::error(EACCES, "the server refused TLS" + (msg.empty() ? "" : ": " + msg));
+    }
+    if (ch.buffered() != 0) return Status::error(EPROTO, "the server sent data after accepting STARTTLS");
+    auto [in, out] = ch.release_fds();
+    if (out.valid()) return Status::invalid("TLS needs one socket, not a pair of descriptors");
+    auto session = tls->connect(std::move(in));
+    if (!session) return session.status();
+    ch.upgrade(std::move(session->plain), std::move(session->relay));
+  }
 
   ExportInfo info;
   ByteWriter go;

@@ -2,12 +2,14 @@
 // hand the socket to the kernel afterwards (nbd-attach) or speak simple
 // replies themselves.
 //
+// With a TLS client context, NBD_OPT_STARTTLS comes first and everything
+// after it runs over TLS: the channel is upgraded to the relay's plaintext
+// end (Channel::upgrade), which the caller then owns with the channel.
+//
 // Sends the client flags, then NBD_OPT_GO for the export asking for
 // NBD_INFO_BLOCK_SIZE; a server that does not know GO (NBD_REP_ERR_UNSUP)
 // gets NBD_OPT_EXPORT_NAME instead. Never negotiates structured replies or
-// metadata contexts: the kernel reads only simple replies. TLS, when the
-// caller wants it, happens before this (see NBD_OPT_STARTTLS) and is not
-// done here.
+// metadata contexts: the kernel reads only simple replies.
 //
 // Errors: EPROTO for a server that breaks the protocol, ENOENT/EACCES/
 // EINVAL... with the server's own message for a refused export, the
@@ -20,6 +22,7 @@
 #include <string>
 
 #include "net/channel.hpp"
+#include "net/tls.hpp"
 #include "util/status.hpp"
 
 namespace memsync::nbd {
@@ -34,6 +37,7 @@ struct ExportInfo {
   bool used_export_name = false;  // fell back to NBD_OPT_EXPORT_NAME
 };
 
-Result<ExportInfo> client_handshake(Channel& ch, const std::string& export_name);
+Result<ExportInfo> client_handshake(Channel& ch, const std::string& export_name,
+                                    const TlsClientContext* tls = nullptr);
 
 }  // namespace memsync::nbd

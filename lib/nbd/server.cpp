@@ -73,6 +73,28 @@ void NbdServer::reap(bool all) {
   done.clear();  // joins their threads outside the lock
 }
 
+void NbdServer::start_connection(UniqueFd conn) {
+  std::lock_guard lock(mu_);
+  if (stopping_.load()) return;  // stop() has already stopped the others; conn closes
+  auto& slot = conns_.emplace_back();
+  slot.channel = std::make_shared<Channel>(std::move(conn));
+  ++active_;
+  slot.thread = std::jthread([this, &slot] {
+    Status st = converse(*slot.channel);
+    if (!st) log::warn("connection ended: " + st.message());
+    else log::info("connection closed");
+    slot.channel->shutdown_write();
+    --active_;
+    slot.finished = true;
+    uint64_t one = 1;
+    (void)!::write(wake_.get(), &one, sizeof one);
+  });
+}
+
+void NbdServer::adopt(UniqueFd conn) { start_connection(std::move(conn)); }
+
+void NbdServer::join() { reap(true); }
+
 Status NbdServer::run(std::vector<UniqueFd> listeners) {
   if (listeners.empty()) return Status::invalid("no socket to listen on");
   for (auto& l : listeners) ::fcntl(l.get(), F_SETFL, ::fcntl(l.get(), F_GETFL) | O_NONBLOCK);
@@ -105,20 +127,7 @@ Status NbdServer::run(std::vector<UniqueFd> listeners) {
         continue;
       }
       log::info("new connection");
-      std::lock_guard lock(mu_);
-      auto& slot = conns_.emplace_back();
-      slot.channel = std::make_shared<Channel>(std::move(conn));
-      ++active_;
-      slot.thread = std::jthread([this, &slot] {
-        Status st = converse(*slot.channel);
-        if (!st) log::warn("connection ended: " + st.message());
-        else log::info("connection closed");
-        slot.channel->shutdown_write();
-        --active_;
-        slot.finished = true;
-        uint64_t one = 1;
-        (void)!::write(wake_.get(), &one, sizeof one);
-      });
+      start_connection(std::move(conn));
     }
   }
   listeners.clear();  // refuse new clients while the others finish

@@ -43,7 +43,13 @@ class NbdServer {
   // REQUIRES: at least one listener. Returns after stop() and shutdown.
   Status run(std::vector<UniqueFd> listeners);
   void stop();
-
+  // Serves an already connected socket (one end of a socketpair, say) on a
+  // thread of its own, as if run() had accepted it. Works with or without
+  // run(); the destructor joins the thread.
+  void adopt(UniqueFd conn);
+  // Waits until every adopted or accepted connection has ended by itself
+  // (for callers that end connections from the other side, not by stop()).
+  void join();
 
  private:
   struct Connection {
@@ -52,6 +58,7 @@ class NbdServer {
     std::atomic<bool> finished{false};
   };
   void reap(bool all);
+  void start_connection(UniqueFd conn);
   // Handshake then transmission on one channel; ok for an orderly end.
   Status converse(Channel& ch);
 

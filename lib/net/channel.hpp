@@ -83,6 +83,9 @@ class Channel {
   // end of its relay here) and keeps `keep_alive` until the channel dies.
   // REQUIRES: buffered() == 0 and no concurrent use.
   void upgrade(UniqueFd fd, std::shared_ptr<void> keep_alive);
+  // What upgrade() keeps alive (a TLS relay), for callers that take the
+  // descriptor away with release_fds() and must keep its relay running.
+  std::shared_ptr<void> keep_alive() const { return keep_alive_; }
   // Gives up the raw descriptors (for a TLS handshake on them).
   std::pair<UniqueFd, UniqueFd> release_fds();
 

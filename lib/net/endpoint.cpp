@@ -117,6 +117,8 @@ Result<Endpoint> parse_endpoint(std::string_view text) {
       if (close == std::string_view::npos) return bad("unterminated [ in IPv6 address");
       ep.host = std::string(rest.substr(1, close - 1));
       if (ep.host.empty()) return bad("empty IPv6 address");
+      if (ep.host.find(':') == std::string::npos || ep.host.find_first_of("[]") != std::string::npos)
+        return bad("brackets hold an IPv6 address, as tcp:[::1]:PORT");
       rest = rest.substr(close + 1);
       if (!rest.starts_with(":")) return bad("expected :PORT after ]");
       port = rest.substr(1);
@@ -125,6 +127,7 @@ Result<Endpoint> parse_endpoint(std::string_view text) {
       if (colon == std::string_view::npos) return bad("expected tcp:HOST:PORT");
       ep.host = std::string(rest.substr(0, colon));
       if (ep.host.find(':') != std::string::npos) return bad("write IPv6 addresses in brackets, as tcp:[::1]:PORT");
+      if (ep.host.find_first_of("[]") != std::string::npos) return bad("unbalanced [ or ] in the host");
       port = rest.substr(colon + 1);
     }
     auto p = parse_port(port, text);

@@ -46,6 +46,18 @@ unsigned int psk_server_callback(SSL* ssl, const char* identity, unsigned char* 
   return static_cast<unsigned int>(key->size());
 }
 
+unsigned int psk_client_callback(SSL* ssl, const char* /*hint*/, char* identity, unsigned int max_identity_len,
+                                 unsigned char* psk, unsigned int max_psk_len) {
+  auto* self = static_cast<const TlsClientContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+  if (!self) return 0;
+  const std::string& id = self->psk_identity();
+  const std::string& key = self->psk_key();
+  if (id.size() + 1 > max_identity_len || key.size() > max_psk_len) return 0;
+  std::memcpy(identity, id.c_str(), id.size() + 1);
+  std::memcpy(psk, key.data(), key.size());
+  return static_cast<unsigned int>(key.size());
+}
+
 void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
 // The one owner of a TLS connection: moves bytes both ways until both
@@ -237,6 +249,80 @@ const std::string* TlsServerContext::find_psk(const std::string& identity) const
   return it == psk_.end() ? nullptr : &it->second;
 }
 
+// Starts the relay for an established session.
+static Result<TlsServerContext::Accepted> start_relay(SSL* ssl, UniqueFd in, UniqueFd out) {
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+    SSL_free(ssl);
+    return Status::from_errno("socketpair for TLS relay");
+  }
+  auto relay = std::make_shared<Relay>(ssl, std::move(in), std::move(out), UniqueFd(pair[1]));
+  return TlsServerContext::Accepted{UniqueFd(pair[0]), std::static_pointer_cast<void>(relay)};
+}
+
+Result<std::shared_ptr<TlsClientContext>> TlsClientContext::create(const TlsClientOptions& opts) {
+  std::shared_ptr<TlsClientContext> self(new TlsClientContext());
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (!ctx) return Status::io(openssl_error("create TLS context"));
+  self->ctx_ = ctx;
+  self->hostname_ = opts.hostname;
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_app_data(ctx, self.get());
+  if (opts.cert_file.empty() != opts.key_file.empty())
+    return Status::invalid("a TLS client certificate needs its key, and the other way round");
+  if (!opts.cert_file.empty()) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, opts.cert_file.c_str()) != 1)
+      return Status::invalid(openssl_error("load certificate " + opts.cert_file));
+    if (SSL_CTX_use_PrivateKey_file(ctx, opts.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+      return Status::invalid(openssl_error("load key " + opts.key_file));
+  }
+  if (!opts.psk_file.empty()) {
+    auto keys = read_psk_file(opts.psk_file);
+    if (!keys) return keys.status();
+    if (keys->empty()) return Status::invalid(opts.psk_file + ": no key");
+    auto it = opts.psk_identity.empty() ? keys->begin() : keys->find(opts.psk_identity);
+    if (it == keys->end()) return Status::invalid(opts.psk_file + ": no key for identity '" + opts.psk_identity + "'");
+    self->psk_identity_ = it->first;
+    self->psk_key_ = it->second;
+    SSL_CTX_set_psk_client_callback(ctx, psk_client_callback);
+    if (SSL_CTX_set_cipher_list(ctx, "ECDHE-PSK:DHE-PSK:PSK:HIGH:!aNULL:!eNULL") != 1)
+      return Status::invalid(openssl_error("set PSK cipher list"));
+    self->verify_peer_ = false;  // the key authenticates the server
+  } else {
+    self->verify_peer_ = opts.verify_peer;
+    if (opts.ca_file.empty() ? SSL_CTX_set_default_verify_paths(ctx) != 1
+                             : SSL_CTX_load_verify_locations(ctx, opts.ca_file.c_str(), nullptr) != 1)
+      return Status::invalid(openssl_error("load CA " + (opts.ca_file.empty() ? "(system default)" : opts.ca_file)));
+    SSL_CTX_set_verify(ctx, self->verify_peer_ ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+  }
+  return self;
+}
+
+TlsClientContext::~TlsClientContext() { SSL_CTX_free(ctx_); }
+
+Result<TlsServerContext::Accepted> TlsClientContext::connect(UniqueFd sock) const {
+  SSL* ssl = SSL_new(ctx_);
+  if (!ssl) return Status::io(openssl_error("create TLS session"));
+  SSL_set_fd(ssl, sock.get());
+  if (!hostname_.empty()) {
+    SSL_set_tlsext_host_name(ssl, hostname_.c_str());
+    if (verify_peer_ && SSL_set1_host(ssl, hostname_.c_str()) != 1) {
+      SSL_free(ssl);
+      return Status::io(openssl_error("set the expected TLS host name"));
+    }
+  }
+  if (SSL_connect(ssl) != 1) {
+    std::string why = openssl_error("TLS handshake with the server");
+    long v = SSL_get_verify_result(ssl);
+    if (v != X509_V_OK) why += std::string(" (certificate: ") + X509_verify_cert_error_string(v) + ")";
+    else if (psk_key_.empty()) why += " (does the server want a pre-shared key? give one with tls-psk-file=)";
+    SSL_free(ssl);
+    return Status::error(EACCES, why);
+  }
+  return start_relay(ssl, std::move(sock), UniqueFd());
+}
+
 Result<TlsServerContext::Accepted> TlsServerContext::accept(UniqueFd in, UniqueFd out) const {
   SSL* ssl = SSL_new(ctx_);
   if (!ssl) return Status::io(openssl_error("create TLS session"));
@@ -250,13 +336,7 @@ Result<TlsServerContext::Accepted> TlsServerContext::accept(UniqueFd in, UniqueF
     SSL_free(ssl);
     return st;
   }
-  int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
-    SSL_free(ssl);
-    return Status::from_errno("socketpair for TLS relay");
-  }
-  auto relay = std::make_shared<Relay>(ssl, std::move(in), std::move(out), UniqueFd(pair[1]));
-  return Accepted{UniqueFd(pair[0]), std::static_pointer_cast<void>(relay)};
+  return start_relay(ssl, std::move(in), std::move(out));
 }
 
 }  // namespace memsync

@@ -61,6 +61,42 @@ class TlsServerContext {
   std::map<std::string, std::string> psk_;  // identity -> raw key bytes
 };
 
+// The client side, for tools that connect to TLS servers (nbd-attach with
+// nbds:// URIs). The server's certificate is verified against ca_file (or
+// the system's store when empty) and must name `hostname`, unless a PSK is
+// used instead, which authenticates both sides.
+struct TlsClientOptions {
+  std::string ca_file;       // CA for the server's certificate ("" = system default)
+  std::string cert_file;     // our certificate, for servers that require one
+  std::string key_file;
+  std::string psk_file;      // "identity:hexkey" lines
+  std::string psk_identity;  // which line; "" = the first
+  std::string hostname;      // checked against the server's certificate; SNI
+  bool verify_peer = true;
+};
+
+class TlsClientContext {
+ public:
+  static Result<std::shared_ptr<TlsClientContext>> create(const TlsClientOptions& opts);
+  ~TlsClientContext();
+  TlsClientContext(const TlsClientContext&) = delete;
+  TlsClientContext& operator=(const TlsClientContext&) = delete;
+
+  // Runs the client side of the handshake on sock and starts the relay
+  // (see TlsServerContext::accept for the returned pair).
+  Result<TlsServerContext::Accepted> connect(UniqueFd sock) const;
+
+  const std::string& psk_identity() const { return psk_identity_; }
+  const std::string& psk_key() const { return psk_key_; }
+
+ private:
+  TlsClientContext() = default;
+  SSL_CTX* ctx_ = nullptr;
+  std::string hostname_;
+  bool verify_peer_ = true;
+  std::string psk_identity_, psk_key_;
+};
+
 // Reads an "identity:hexkey" file. Errors name the file and line.
 Result<std::map<std::string, std::string>> read_psk_file(const std::string& path);
 

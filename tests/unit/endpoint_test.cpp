@@ -36,7 +36,8 @@ TEST(Endpoint, Parse) {
 
 TEST(Endpoint, Errors) {
   for (const char* bad : {"", "fd:", "fd:x", "unix:", "tcp:", "tcp:host", "tcp:host:", "tcp:host:65536",
-                          "tcp:::1:80", "tcp:[::1]80", "tcp:[::1", "http://x", "host:80"}) {
+                          "tcp:::1:80", "tcp:[::1]80", "tcp:[::1", "http://x", "host:80",
+                          "tcp:[[msms0]:100", "tcp:[localhost]:80", "tcp:a]b:80"}) {
     auto e = parse_endpoint(bad);
     EXPECT_FALSE(e) << bad;
   }

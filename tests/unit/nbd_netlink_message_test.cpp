@@ -123,4 +123,21 @@ TEST(NbdNetlink, StatusReplyIsParsed) {
   EXPECT_FALSE(parse_connect_reply(header_of(m.get())));  // no index in it
 }
 
+TEST(NbdNetlink, LinkDeadEventIsRecognised) {
+  // As the kernel's nbd_mark_nsock_dead() multicasts it.
+  NlMsg m(nlmsg_alloc());
+  genlmsg_put(m.get(), 0, 0, 42, 0, 0, NBD_CMD_LINK_DEAD, NBD_GENL_VERSION);
+  nla_put_u32(m.get(), NBD_ATTR_INDEX, 5);
+  auto index = parse_link_dead(header_of(m.get()));
+  ASSERT_TRUE(index);
+  EXPECT_EQ(*index, 5u);
+  NlMsg other(nlmsg_alloc());
+  genlmsg_put(other.get(), 0, 0, 42, 0, 0, NBD_CMD_STATUS, NBD_GENL_VERSION);
+  nla_put_u32(other.get(), NBD_ATTR_INDEX, 5);
+  EXPECT_FALSE(parse_link_dead(header_of(other.get())));
+  NlMsg no_index(nlmsg_alloc());
+  genlmsg_put(no_index.get(), 0, 0, 42, 0, 0, NBD_CMD_LINK_DEAD, NBD_GENL_VERSION);
+  EXPECT_FALSE(parse_link_dead(header_of(no_index.get())));
+}
+
 }  // namespace

@@ -1,0 +1,108 @@
+#include "kernel/supervisor.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+
+#include <algorithm>
+
+#include "util/log.hpp"
+
+namespace memsync::kernel {
+
+Result<std::unique_ptr<Supervisor>> Supervisor::create(const SuperviseOptions& o) {
+  std::unique_ptr<Supervisor> s(new Supervisor());
+  s->opts_ = o;
+  s->stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->stop_.valid()) return Status::from_errno("eventfd");
+  if (o.persist) {
+    auto w = NbdLinkWatch::open();
+    if (!w) return w.status().with_context("watch for dead connections (--persist)");
+    s->watch_ = std::move(w).value();
+  }
+  return s;
+}
+
+void Supervisor::stop() {
+  uint64_t one = 1;
+  (void)!::write(stop_.get(), &one, sizeof one);
+}
+
+bool Supervisor::stopped_within(std::chrono::milliseconds d) {
+  pollfd p{stop_.get(), POLLIN, 0};
+  int r = ::poll(&p, 1, static_cast<int>(d.count()));
+  return r > 0;
+}
+
+Result<bool> Supervisor::reconnect(AttachedDevice& dev, Connector& conn) {
+  auto backoff = opts_.first_backoff;
+  for (unsigned attempt = 1;; ++attempt) {
+    if (!dev.connected()) {
+      log::warn(dev.path() + ": the kernel gave up waiting (dead-connection timeout); the device is detached");
+      return false;
+    }
+    (void)conn.stop_server(opts_.server_grace);  // a spawned server that half-died
+    auto conns = conn.connect(opts_.connections);
+    if (conns) {
+      Status st = dev.reconfigure(std::move(conns).value());
+      if (st) {
+        log::warn(dev.path() + ": reconnected to " + conn.describe() + " after " + std::to_string(attempt) +
+                  (attempt == 1 ? " attempt" : " attempts"));
+        return true;
+      }
+      log::warn(dev.path() + ": " + st.message());
+    } else {
+      log::warn(dev.path() + ": reconnect to " + conn.describe() + " failed: " + conns.status().message());
+    }
+    if (stopped_within(backoff)) return Status::error(EINTR, "stopped while reconnecting");
+    backoff = std::min(backoff * 2, opts_.max_backoff);
+  }
+}
+
+Result<Supervisor::Outcome> Supervisor::run(AttachedDevice& dev, Connector& conn) {
+  for (;;) {
+    pollfd p[2] = {{stop_.get(), POLLIN, 0}, {watch_ ? watch_->fd() : -1, POLLIN, 0}};
+    int r = ::poll(p, watch_ ? 2 : 1, 250);
+    if (r < 0 && errno != EINTR) return Status::from_errno("poll");
+    if (p[0].revents) {
+      Status st = dev.detach();
+      (void)conn.stop_server(opts_.server_grace);
+      if (!st) return st;
+      return Outcome::Stopped;
+    }
+    bool dead = false;
+    if (watch_ && p[1].revents) {
+      auto events = watch_->take_events();
+      if (!events) return events.status();
+      dead = std::find(events->begin(), events->end(), dev.index()) != events->end();
+      if (dead) log::warn(dev.path() + ": the connection to " + conn.describe() + " died");
+    }
+    if (!dev.connected()) {
+      (void)conn.stop_server(opts_.server_grace);
+      return Outcome::Detached;
+    }
+    if (auto code = conn.server_exit()) {
+      log::warn("'" + conn.describe() + "' exited with status " + std::to_string(*code) +
+                (opts_.persist ? "; restarting it" : "; detaching " + dev.path()));
+      dead = true;
+    }
+    if (!dead) continue;
+    if (!opts_.persist) {
+      Status st = dev.detach();
+      if (!st) return st;
+      return Outcome::ServerGone;
+    }
+    auto again = reconnect(dev, conn);
+    if (!again) {
+      if (again.status().code() == EINTR) {
+        Status st = dev.detach();
+        (void)conn.stop_server(opts_.server_grace);
+        if (!st) return st;
+        return Outcome::Stopped;
+      }
+      return again.status();
+    }
+    if (!*again) return Outcome::ServerGone;
+  }
+}
+
+}  // namespace memsync::kernel
