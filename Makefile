@@ -143,6 +143,7 @@ check-long: deps
 
 bench: all
 	tests/bench/run-bench
+	tests/bench/run-kernel-bench
 
 demo: all
 	examples/serve-and-inspect.sh

@@ -50,6 +50,11 @@ Result<std::shared_ptr<FileStore>> FileStore::open(const std::string& path, cons
     return Status::invalid(path + " exists with size " + std::to_string(s->size_) + ", not " +
                            std::to_string(*opts.create_size));
   }
+  if (!s->read_only_ && !s->is_block_device_ && s->size_ > 0) {
+    // Best effort: without the mapping, payloads take the splice path.
+    auto m = Mapping::shared_file(fd, s->size_);
+    if (m) s->map_ = std::move(m).value();
+  }
   return s;
 }
 

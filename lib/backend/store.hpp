@@ -95,6 +95,11 @@ class Store {
     int fd = -1;                  // a regular file holding the bytes, or -1
     uint64_t file_offset = 0;     // where the range starts in fd
     std::byte* memory = nullptr;  // or the bytes themselves
+    // With fd: a shared mapping of fd at file_offset, where WRITE payloads
+    // may be received by read(2) (Channel::read_to_file). Only the kernel
+    // may touch it: a page past a shrunken file's end gives EFAULT there,
+    // but SIGBUS in user space. Reads keep using fd.
+    std::byte* write_memory = nullptr;
   };
   virtual bool direct_range(uint64_t offset, uint64_t length, DirectRange& out) {
     (void)offset, (void)length, (void)out;

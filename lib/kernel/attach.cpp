@@ -69,7 +69,8 @@ Result<NbdConnect> plan_connect(const nbd::ExportInfo& info, size_t connections,
 }
 
 Result<std::unique_ptr<AttachedDevice>> AttachedDevice::attach(std::vector<KernelConnection> conns,
-                                                               const AttachOptions& o) {
+                                                               const AttachOptions& o,
+                                                               std::unique_ptr<NbdNetlink> netlink) {
   if (conns.empty()) return Status::invalid("no connection to attach");
   auto plan = plan_connect(conns.front().info, conns.size(), o);
   if (!plan) return plan.status();
@@ -81,7 +82,9 @@ Result<std::unique_ptr<AttachedDevice>> AttachedDevice::attach(std::vector<Kerne
   }
 
   bool use_ioctl = o.use_ioctl;
-  if (!use_ioctl) {
+  if (!use_ioctl && netlink) {
+    d->netlink_ = std::move(netlink);
+  } else if (!use_ioctl) {
     auto nl = NbdNetlink::open();
     if (nl) {
       d->netlink_ = std::move(nl).value();

@@ -65,9 +65,11 @@ Result<NbdConnect> plan_connect(const nbd::ExportInfo& info, size_t connections,
 class AttachedDevice {
  public:
   // Hands the sockets to the kernel (they are the kernel's afterwards; our
-  // copies are closed) and waits until the device is ready.
+  // copies are closed) and waits until the device is ready. `netlink` is an
+  // already opened client to reuse (one is opened when null).
   static Result<std::unique_ptr<AttachedDevice>> attach(std::vector<KernelConnection> conns,
-                                                        const AttachOptions& o);
+                                                        const AttachOptions& o,
+                                                        std::unique_ptr<NbdNetlink> netlink = nullptr);
   // Does not detach a plain netlink device: it outlives its attacher by
   // design. An ioctl device cannot, nor can TLS relays: those are detached.
   ~AttachedDevice();

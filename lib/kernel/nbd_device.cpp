@@ -109,7 +109,7 @@ Status wait_until_ready(uint32_t index, uint64_t size_bytes, std::chrono::millis
       return Status::error(ETIMEDOUT, path + " did not become ready (size " + std::to_string(bytes) +
                                           ", expected " + std::to_string(size_bytes) + ")");
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
 }
 

@@ -29,7 +29,10 @@ int errno_of(int nl_err) {
 }
 
 Status nl_status(int nl_err, const std::string& what) {
-  return Status::error(errno_of(nl_err), what + ": " + nl_geterror(nl_err));
+  int code = errno_of(nl_err);
+  std::string msg = what + ": " + nl_geterror(nl_err);
+  if (code == EPERM) msg += " (managing NBD devices needs root, or CAP_SYS_ADMIN)";
+  return Status::error(code, msg);
 }
 
 // Keeps a copy of the first valid reply (libnl frees its buffer after).

@@ -169,16 +169,18 @@ Transmission::Got Transmission::read_one(Job& job) {
                (v.error ? " -> error " + std::to_string(v.error) : ""));
   if (!has_payload(req)) return Got::Request;
   Store::DirectRange direct;
-  if (v.error == 0 && store_.direct_range(req.offset, req.length, direct) && direct.memory) {
+  const bool have_direct = v.error == 0 && store_.direct_range(req.offset, req.length, direct);
+  if (have_direct && direct.memory) {
     // Memory stores take the payload where it belongs: no staging copy.
     // A client that vanishes mid-payload leaves the range half-written,
     // which the Store contract allows for a failed write.
     st = ch_.read_exact(std::span(direct.memory, req.length));
     job.in_place = true;
-  } else if (v.error == 0 && direct.fd >= 0) {
-    // File stores take it by splice, straight from the socket.
+  } else if (have_direct && direct.fd >= 0) {
+    // File stores take it straight from the socket: into their shared
+    // mapping (the page cache) when they have one, else by splice.
     Status file_error;
-    st = ch_.read_to_file(direct.fd, direct.file_offset, req.length, file_error);
+    st = ch_.read_to_file(direct.fd, direct.file_offset, req.length, file_error, direct.write_memory);
     job.in_place = true;
     if (!file_error) v = Verdict{nbd_error(file_error), file_error.message()};
   } else if (v.error == 0) {

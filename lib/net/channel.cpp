@@ -122,7 +122,7 @@ Status Channel::skip(uint64_t n) {
   return Status::ok();
 }
 
-Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& file_error) {
+Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& file_error, std::byte* mapped) {
   file_error = Status::ok();
   // On a file error the rest of the payload is still read (and dropped), so
   // the stream stays in sync and the caller can answer with an error.
@@ -146,6 +146,18 @@ Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& f
   size_t have = static_cast<size_t>(std::min<uint64_t>(length, end_ - begin_));
   begin_ += have;
   if (Status st = put(buf_.data() + begin_ - have, have); !st) return file_failed(st);
+  if (mapped) mapped += have;
+  while (mapped && length > 0 && in_is_socket_ && !deadline_) {
+    if (stopped_.load()) return Status::closed("connection stopped");
+    ssize_t n = ::read(in_.get(), mapped, static_cast<size_t>(length));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EFAULT) break;  // past the file's end now: splice below
+    if (n < 0) return Status::from_errno("read from connection");
+    if (n == 0) return Status::closed("connection closed by peer");
+    mapped += n;
+    offset += static_cast<uint64_t>(n);
+    length -= static_cast<uint64_t>(n);
+  }
   if (splice_works_ && length > 0 && !pipe_r_) {
     int p[2];
     if (::pipe2(p, O_CLOEXEC) == 0) {

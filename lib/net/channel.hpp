@@ -47,7 +47,12 @@ class Channel {
   // `file_error` instead, after the rest of the payload was read and
   // dropped, so the stream stays in sync. Either failure leaves the range
   // partly written. Same threading as reads.
-  Status read_to_file(int fd, uint64_t offset, uint64_t length, Status& file_error);
+  // With `mapped` (a MAP_SHARED view of fd at `offset`), the socket's bytes
+  // are read straight into the mapping instead: one copy, without the
+  // pipe's two splice calls per chunk. Only the kernel touches the mapping
+  // (read(2)), so a page the file no longer has fails with EFAULT, never
+  // SIGBUS; the rest then takes the splice path, which regrows the file.
+  Status read_to_file(int fd, uint64_t offset, uint64_t length, Status& file_error, std::byte* mapped = nullptr);
   // True when the last failed read hit a clean end of stream at a boundary.
   bool clean_eof() const { return clean_eof_; }
   // Bytes already buffered but not consumed.

@@ -18,6 +18,8 @@ class Mapping {
   // Anonymous private memory of `length` bytes, zero-filled on first touch.
   // MAP_NORESERVE: a huge mem: export costs only the pages written.
   static Result<Mapping> anonymous(size_t length);
+  // A MAP_SHARED read-write view of fd's first `length` bytes.
+  static Result<Mapping> shared_file(int fd, size_t length);
 
   Mapping(Mapping&& o) noexcept : addr_(std::exchange(o.addr_, nullptr)), len_(std::exchange(o.len_, 0)) {}
   Mapping& operator=(Mapping&& o) noexcept {
@@ -29,6 +31,7 @@ class Mapping {
   ~Mapping() { reset(); }
 
   std::span<std::byte> bytes() const { return {static_cast<std::byte*>(addr_), len_}; }
+  explicit operator bool() const { return addr_ != nullptr; }
 
  private:
   Mapping(void* addr, size_t len) : addr_(addr), len_(len) {}

@@ -1,6 +1,9 @@
 #include "util/signals.hpp"
 
-#include <ctime>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 namespace memsync {
 
@@ -9,17 +12,26 @@ SignalWatcher::SignalWatcher(std::initializer_list<int> signals, std::function<v
   sigemptyset(&set_);
   for (int s : signals) sigaddset(&set_, s);
   pthread_sigmask(SIG_BLOCK, &set_, nullptr);
-  thread_ = std::jthread([this](std::stop_token stop) {
-    while (!stop.stop_requested()) {
-      timespec ts{0, 100'000'000};  // wake up now and then to notice stop
-      int sig = sigtimedwait(&set_, nullptr, &ts);
-      if (sig > 0) on_signal_(sig);
+  // A signalfd for the signals and an eventfd for our own end: the thread
+  // sleeps in poll until either, so destruction is immediate (a timed wait
+  // would delay every exit by up to its period).
+  signal_fd_.reset(::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK));
+  wake_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  thread_ = std::jthread([this] {
+    for (;;) {
+      pollfd p[2] = {{signal_fd_.get(), POLLIN, 0}, {wake_fd_.get(), POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) continue;  // EINTR
+      if (p[1].revents) return;
+      signalfd_siginfo info;
+      while (::read(signal_fd_.get(), &info, sizeof info) == sizeof info)
+        on_signal_(static_cast<int>(info.ssi_signo));
     }
   });
 }
 
 SignalWatcher::~SignalWatcher() {
-  thread_.request_stop();
+  uint64_t one = 1;
+  (void)!::write(wake_fd_.get(), &one, sizeof one);
   thread_.join();
 }
 

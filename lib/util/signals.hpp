@@ -2,9 +2,9 @@
 //
 // Construct it in main() BEFORE starting any thread: it blocks the signals
 // in the calling thread, so every thread started later inherits the mask and
-// only the watcher's thread receives them (via sigtimedwait). The callback
+// only the watcher's thread receives them (via a signalfd). The callback
 // runs on that thread, where it may take locks and call stop() methods,
-// which a signal handler could not. Children spawned with spawn_shell()
+// which a signal handler could not. Children spawned with spawn_process()
 // get the default mask back.
 // Thread safety: construct and destroy on the main thread.
 #pragma once
@@ -13,6 +13,8 @@
 #include <functional>
 #include <initializer_list>
 #include <thread>
+
+#include "util/fd.hpp"
 
 namespace memsync {
 
@@ -25,6 +27,7 @@ class SignalWatcher {
 
  private:
   sigset_t set_;
+  UniqueFd signal_fd_, wake_fd_;
   std::function<void(int)> on_signal_;
   std::jthread thread_;
 };

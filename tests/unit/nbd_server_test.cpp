@@ -317,6 +317,33 @@ TEST(Transmission, FileWritesLandByteForByte) {
   std::filesystem::remove(path);
 }
 
+TEST(Transmission, FileShrunkUnderTheExportIsAnErrorNotACrash) {
+  // WRITE payloads land in a shared mapping of the file; a range past a
+  // shrunken end must not SIGBUS: the write goes through the file instead
+  // (growing it back), and reads past the end answer zeros.
+  auto path = std::filesystem::temp_directory_path() / ("memsync-shrink-" + std::to_string(::getpid()));
+  auto store = *FileStore::open(path.string(), FileStoreOptions{false, 8 << 20});
+  Harness h(store);
+  ASSERT_TRUE(h.c().handshake());
+  std::vector<std::byte> data(1 << 20, std::byte{0x42});
+  h.c().send_request(kCmdWrite, 0, static_cast<uint32_t>(data.size()), 1, 0, data);
+  EXPECT_EQ(h.c().read_simple_reply().error, 0u);
+  ASSERT_EQ(::truncate(path.c_str(), 1 << 20), 0);
+  h.c().send_request(kCmdRead, 4 << 20, 4096, 2);
+  auto r = h.c().read_simple_reply();
+  ASSERT_TRUE(r.ok);
+  EXPECT_EQ(r.error, 0u);
+  EXPECT_EQ(h.c().recv(4096), std::vector<std::byte>(4096));
+  for (size_t i = 0; i < data.size(); ++i) data[i] = std::byte(i % 253);
+  h.c().send_request(kCmdWrite, 4 << 20, static_cast<uint32_t>(data.size()), 3, 0, data);
+  EXPECT_EQ(h.c().read_simple_reply().error, 0u);
+  std::vector<std::byte> back(data.size());
+  ASSERT_TRUE(store->read_at(back, 4 << 20));
+  EXPECT_EQ(back, data);
+  EXPECT_EQ(std::filesystem::file_size(path), 5u << 20);
+  std::filesystem::remove(path);
+}
+
 TEST(Transmission, BurstsOfSmallRequestsAreBatchedCorrectly) {
   // 64 4K writes in one burst, then 64 reads in another: workers take several buffered
   // requests at once and answer them with one write. Every reply must come

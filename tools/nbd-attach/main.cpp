@@ -248,9 +248,15 @@ int attach_main(int argc, char** argv) {
   // Before anything acts: is there a kernel to attach to?
   if (!kernel::nbd_module_loaded())
     return cli::fail("attach", Status::error(ENOENT, "the kernel has no NBD devices: load the module with 'modprobe nbd'"));
-  if (!o.ioctl && !kernel::NbdNetlink::open()) {
-    log::info("no nbd netlink family in this kernel: using the ioctl interface");
-    attach.use_ioctl = true;
+  std::unique_ptr<kernel::NbdNetlink> netlink;
+  if (!o.ioctl) {
+    auto nl = kernel::NbdNetlink::open();
+    if (nl) {
+      netlink = std::move(nl).value();
+    } else {
+      log::info("no nbd netlink family in this kernel: using the ioctl interface");
+      attach.use_ioctl = true;
+    }
   }
   const bool tls = is_nbd_uri(o.target) && parse_nbd_uri(o.target)->tls;
   const bool stays = !o.command.empty() || o.persist || tls || attach.use_ioctl;
@@ -281,7 +287,7 @@ int attach_main(int argc, char** argv) {
 
   auto conns = connector->connect(o.connections);
   if (!conns) return cli::fail("attach", conns.status());
-  auto dev = kernel::AttachedDevice::attach(std::move(conns).value(), attach);
+  auto dev = kernel::AttachedDevice::attach(std::move(conns).value(), attach, std::move(netlink));
   if (!dev) {
     (void)connector->stop_server(std::chrono::seconds(5));
     return cli::fail("attach " + connector->describe(), dev.status());
