@@ -166,7 +166,7 @@ Status AttachedDevice::reconfigure(std::vector<KernelConnection> conns) {
     fds.push_back(c.socket.get());
     if (c.tls_relay) relays.push_back(c.tls_relay);
   }
-  MEMSYNC_TRY(netlink_->reconfigure(index_, fds, request_.dead_conn_timeout_s));
+  MEMSYNC_TRY(netlink_->reconfigure(index_, fds, request_.dead_conn_timeout_s, request_.backend_identifier));
   relays_ = std::move(relays);  // the old relays end with their dead sockets
   return Status::ok();
 }

@@ -62,9 +62,25 @@ NbdNetlink::~NbdNetlink() {
 
 Status NbdNetlink::transact(NlMsg msg, const std::string& what, nlmsghdr** reply_copy) {
   reply_.clear();
+  // A request with a reply (CONNECT, STATUS) gets the reply, then the
+  // acknowledgement, maybe in separate datagrams: read until the
+  // acknowledgement (or the kernel's error), so nothing of this request is
+  // left for the next one to mistake for its own answer.
+  bool acked = false;
   nl_socket_modify_cb(sock_, NL_CB_VALID, NL_CB_CUSTOM, keep_reply, &reply_);
-  int e = nl_send_sync(sock_, msg.release());  // frees the message
+  nl_socket_modify_cb(
+      sock_, NL_CB_ACK, NL_CB_CUSTOM,
+      [](nl_msg*, void* arg) {
+        *static_cast<bool*>(arg) = true;
+        return static_cast<int>(NL_STOP);
+      },
+      &acked);
+  int e = nl_send_auto(sock_, msg.get());
   if (e < 0) return nl_status(e, what);
+  while (!acked) {
+    e = nl_recvmsgs_default(sock_);
+    if (e < 0) return nl_status(e, what);
+  }
   if (reply_copy) *reply_copy = reply_.empty() ? nullptr : reinterpret_cast<nlmsghdr*>(reply_.data());
   return Status::ok();
 }
@@ -88,8 +104,8 @@ Status NbdNetlink::disconnect(uint32_t index) {
 }
 
 Status NbdNetlink::reconfigure(uint32_t index, const std::vector<int>& sockets,
-                               std::optional<uint64_t> dead_conn_timeout_s) {
-  auto msg = build_reconfigure(family_, index, sockets, dead_conn_timeout_s);
+                               std::optional<uint64_t> dead_conn_timeout_s, const std::string& backend_identifier) {
+  auto msg = build_reconfigure(family_, index, sockets, dead_conn_timeout_s, backend_identifier);
   if (!msg) return msg.status();
   return transact(std::move(msg).value(), "reconnect the NBD device", nullptr);
 }

@@ -32,7 +32,8 @@ class NbdNetlink {
   Result<uint32_t> connect(const NbdConnect& c);
   Status disconnect(uint32_t index);
   // New sockets for a device whose connections died (dead-conn timeout).
-  Status reconfigure(uint32_t index, const std::vector<int>& sockets, std::optional<uint64_t> dead_conn_timeout_s);
+  Status reconfigure(uint32_t index, const std::vector<int>& sockets, std::optional<uint64_t> dead_conn_timeout_s,
+                     const std::string& backend_identifier);
   Result<std::vector<DeviceStatus>> status(std::optional<uint32_t> index = std::nullopt);
 
  private:

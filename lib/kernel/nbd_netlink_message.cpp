@@ -66,10 +66,15 @@ Result<NlMsg> build_disconnect(int family, uint32_t index) {
 }
 
 Result<NlMsg> build_reconfigure(int family, uint32_t index, const std::vector<int>& sockets,
-                                std::optional<uint64_t> dead_conn_timeout_s) {
+                                std::optional<uint64_t> dead_conn_timeout_s, const std::string& backend_identifier) {
   auto m = start(family, NBD_CMD_RECONFIGURE);
   if (!m) return m;
   if (nla_put_u32(m->get(), NBD_ATTR_INDEX, index) < 0) return overflow();
+  // A device connected with an identifier takes new sockets only for the
+  // same backend (the kernel says "must specify backend" otherwise).
+  if (!backend_identifier.empty() &&
+      nla_put_string(m->get(), NBD_ATTR_BACKEND_IDENTIFIER, backend_identifier.c_str()) < 0)
+    return overflow();
   if (dead_conn_timeout_s && nla_put_u64(m->get(), NBD_ATTR_DEAD_CONN_TIMEOUT, *dead_conn_timeout_s) < 0)
     return overflow();
   if (!sockets.empty()) MEMSYNC_TRY(put_sockets(m->get(), sockets));

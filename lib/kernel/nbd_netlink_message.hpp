@@ -47,7 +47,8 @@ Result<NlMsg> build_connect(int family, const NbdConnect& c);
 Result<NlMsg> build_disconnect(int family, uint32_t index);
 // Replaces a dead connection's sockets (reconnect without remounting).
 Result<NlMsg> build_reconfigure(int family, uint32_t index, const std::vector<int>& sockets,
-                                std::optional<uint64_t> dead_conn_timeout_s);
+                                std::optional<uint64_t> dead_conn_timeout_s,
+                                const std::string& backend_identifier);
 // All devices when index is empty.
 Result<NlMsg> build_status(int family, std::optional<uint32_t> index);
 

@@ -14,10 +14,11 @@ Result<std::unique_ptr<Supervisor>> Supervisor::create(const SuperviseOptions& o
   s->opts_ = o;
   s->stop_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!s->stop_.valid()) return Status::from_errno("eventfd");
-  if (o.persist) {
+  if (o.persist || o.watch_links) {
     auto w = NbdLinkWatch::open();
-    if (!w) return w.status().with_context("watch for dead connections (--persist)");
-    s->watch_ = std::move(w).value();
+    if (w) s->watch_ = std::move(w).value();
+    else if (o.persist) return w.status().with_context("watch for dead connections (--persist)");
+    else log::info("not watching for dead connections: " + w.status().message());
   }
   return s;
 }
@@ -35,9 +36,20 @@ bool Supervisor::stopped_within(std::chrono::milliseconds d) {
 
 Result<bool> Supervisor::reconnect(AttachedDevice& dev, Connector& conn) {
   auto backoff = opts_.first_backoff;
+  const auto deadline = std::chrono::steady_clock::now() + opts_.dead_timeout;
   for (unsigned attempt = 1;; ++attempt) {
     if (!dev.connected()) {
-      log::warn(dev.path() + ": the kernel gave up waiting (dead-connection timeout); the device is detached");
+      log::warn(dev.path() + ": detached while reconnecting");
+      return false;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      // The kernel fails the held I/O now; a device that answers EIO is
+      // worse than none.
+      log::warn(dev.path() + ": no reconnect within the dead-connection timeout (" +
+                std::to_string(opts_.dead_timeout.count()) + "s): detaching");
+      (void)conn.stop_server(opts_.server_grace);
+      Status st = dev.detach();
+      if (!st) log::warn(st.message());
       return false;
     }
     (void)conn.stop_server(opts_.server_grace);  // a spawned server that half-died
@@ -76,11 +88,16 @@ Result<Supervisor::Outcome> Supervisor::run(AttachedDevice& dev, Connector& conn
       dead = std::find(events->begin(), events->end(), dev.index()) != events->end();
       if (dead) log::warn(dev.path() + ": the connection to " + conn.describe() + " died");
     }
-    if (!dev.connected()) {
+    auto code = conn.server_exit();
+    if (!dev.connected() && !code) {
       (void)conn.stop_server(opts_.server_grace);
+      if (dev.via_ioctl()) {
+        log::warn(dev.path() + ": the kernel ended the connection to " + conn.describe());
+        return Outcome::ServerGone;
+      }
       return Outcome::Detached;
     }
-    if (auto code = conn.server_exit()) {
+    if (code) {
       log::warn("'" + conn.describe() + "' exited with status " + std::to_string(*code) +
                 (opts_.persist ? "; restarting it" : "; detaching " + dev.path()));
       dead = true;
@@ -88,6 +105,7 @@ Result<Supervisor::Outcome> Supervisor::run(AttachedDevice& dev, Connector& conn
     if (!dead) continue;
     if (!opts_.persist) {
       Status st = dev.detach();
+      (void)conn.stop_server(opts_.server_grace);
       if (!st) return st;
       return Outcome::ServerGone;
     }

@@ -8,11 +8,13 @@
 //   - someone else detached the device (nbd-attach --detach) -> Detached
 //   - the server went away (its command exited, or the connection died)
 //     and persist is off: the device is detached            -> ServerGone
+//     (with the ioctl interface, which does not say why NBD_DO_IT
+//     returned, any end not asked for by stop() counts as this)
 // With persist, a dead connection (the kernel's link-dead event, or the
 // spawned server exiting) is reconnected with capped exponential backoff
 // and the device reconfigured in place; the kernel holds I/O meanwhile, up
-// to the dead-connection timeout given at attach. Should that expire, the
-// kernel detaches the device and the supervisor ends with ServerGone.
+// to the dead-connection timeout given at attach. Should that expire before
+// a reconnect succeeds, the device is detached               -> ServerGone
 //
 // Thread safety: run() on one thread; stop() from any thread.
 #pragma once
@@ -29,6 +31,10 @@ namespace memsync::kernel {
 
 struct SuperviseOptions {
   bool persist = false;
+  bool watch_links = true;  // listen for link-dead events (netlink devices)
+  // The dead-connection timeout given to the kernel: how long reconnecting
+  // may take before the kernel fails I/O and we give up.
+  std::chrono::seconds dead_timeout{120};
   unsigned connections = 1;
   std::chrono::milliseconds first_backoff{100};
   std::chrono::milliseconds max_backoff{5000};
@@ -39,8 +45,8 @@ class Supervisor {
  public:
   enum class Outcome { Stopped, Detached, ServerGone };
 
-  // With persist, subscribes to link-dead events now, before the device is
-  // attached, so none is missed.
+  // Subscribes to link-dead events now (required with persist), before the
+  // device is attached, so none is missed.
   static Result<std::unique_ptr<Supervisor>> create(const SuperviseOptions& o);
 
   Result<Outcome> run(AttachedDevice& dev, Connector& conn);

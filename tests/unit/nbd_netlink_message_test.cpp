@@ -89,12 +89,15 @@ TEST(NbdNetlink, DisconnectReconfigureStatus) {
   nlattr* a[NBD_ATTR_MAX + 1] = {};
   ASSERT_EQ(genlmsg_parse(header_of(d->get()), 0, a, NBD_ATTR_MAX, attr_policy), 0);
   EXPECT_EQ(nla_get_u32(a[NBD_ATTR_INDEX]), 5u);
-  auto r = build_reconfigure(42, 5, {11}, 60);
+  auto r = build_reconfigure(42, 5, {11}, 60, "memsync:x");
   ASSERT_TRUE(r);
   ASSERT_EQ(genlmsg_parse(header_of(r->get()), 0, a, NBD_ATTR_MAX, attr_policy), 0);
   EXPECT_EQ(static_cast<genlmsghdr*>(nlmsg_data(header_of(r->get())))->cmd, NBD_CMD_RECONFIGURE);
   EXPECT_NE(a[NBD_ATTR_SOCKETS], nullptr);
   EXPECT_EQ(nla_get_u64(a[NBD_ATTR_DEAD_CONN_TIMEOUT]), 60u);
+  // The kernel refuses new sockets without the identifier given at connect.
+  ASSERT_NE(a[NBD_ATTR_BACKEND_IDENTIFIER], nullptr);
+  EXPECT_STREQ(nla_get_string(a[NBD_ATTR_BACKEND_IDENTIFIER]), "memsync:x");
   auto s = build_status(42, std::nullopt);
   ASSERT_TRUE(s);
   nlattr* b[NBD_ATTR_MAX + 1] = {};

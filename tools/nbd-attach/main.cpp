@@ -110,11 +110,17 @@ bool volatile_backend(const std::vector<std::string>& command) {
   return false;
 }
 
-std::unique_ptr<kernel::Connector> make_connector(Options& o) {
+bool tls_options_given(const Options& o) {
+  return !o.tls.ca_file.empty() || !o.tls.psk_file.empty() || !o.tls.cert_file.empty() || !o.tls.key_file.empty();
+}
+
+// Grammar errors throw UsageError (exit 2); credentials that cannot be
+// loaded are a runtime failure (exit 1), as in nbd-serve.
+Result<std::unique_ptr<kernel::Connector>> make_connector(Options& o) {
   if (!o.command.empty()) {
     std::map<std::string, std::string> env;
     if (o.swap) env[kSwapPathEnv] = "1";
-    return std::make_unique<kernel::CommandConnector>(o.command, env);
+    return std::unique_ptr<kernel::Connector>(std::make_unique<kernel::CommandConnector>(o.command, env));
   }
   if (is_nbd_uri(o.target)) {
     auto uri = cli::usage_value(parse_nbd_uri(o.target), "NBD URI");
@@ -142,19 +148,19 @@ std::unique_ptr<kernel::Connector> make_connector(Options& o) {
       o.tls.psk_identity = uri.user;
       if (o.tls.hostname.empty() && uri.endpoint.kind == Endpoint::Kind::Tcp) o.tls.hostname = uri.endpoint.host;
       auto ctx = TlsClientContext::create(o.tls);
-      if (!ctx) throw cli::UsageError(ctx.status().message());
+      if (!ctx) return ctx.status().with_context("set up TLS");
       tls = std::move(ctx).value();
-    } else if (!o.tls.ca_file.empty() || !o.tls.psk_file.empty() || !o.tls.cert_file.empty()) {
+    } else if (tls_options_given(o)) {
       throw cli::UsageError("TLS options need an nbds:// URI");
     }
-    return std::make_unique<kernel::EndpointConnector>(uri.endpoint, uri.export_name, tls);
+    return std::unique_ptr<kernel::Connector>(
+        std::make_unique<kernel::EndpointConnector>(uri.endpoint, uri.export_name, tls));
   }
   auto ep = cli::usage_value(parse_endpoint(o.target), "ENDPOINT");
   if (ep.kind != Endpoint::Kind::Unix && ep.kind != Endpoint::Kind::Tcp)
     throw cli::UsageError("ENDPOINT: expected unix:PATH, tcp:HOST:PORT or an NBD URI, not '" + o.target + "'");
-  if (!o.tls.ca_file.empty() || !o.tls.psk_file.empty() || !o.tls.cert_file.empty())
-    throw cli::UsageError("TLS options need an nbds:// URI");
-  return std::make_unique<kernel::EndpointConnector>(ep, o.name, nullptr);
+  if (tls_options_given(o)) throw cli::UsageError("TLS options need an nbds:// URI");
+  return std::unique_ptr<kernel::Connector>(std::make_unique<kernel::EndpointConnector>(ep, o.name, nullptr));
 }
 
 int attach_main(int argc, char** argv) {
@@ -241,7 +247,9 @@ int attach_main(int argc, char** argv) {
   if (o.persist) attach.dead_conn_timeout_s = seconds_option(o.dead_timeout, "--dead-timeout");
   attach.read_only = o.read_only;
   attach.use_ioctl = o.ioctl;
-  auto connector = make_connector(o);
+  auto made = make_connector(o);
+  if (!made) return cli::fail("attach", made.status());
+  auto connector = std::move(made).value();
   attach.backend_identifier = "memsync:" + connector->describe();
   if (attach.backend_identifier.size() > 255) attach.backend_identifier.resize(255);
 
@@ -277,6 +285,8 @@ int attach_main(int argc, char** argv) {
   kernel::SuperviseOptions sup_opts;
   sup_opts.persist = o.persist;
   sup_opts.connections = o.connections;
+  sup_opts.watch_links = !attach.use_ioctl;
+  if (attach.dead_conn_timeout_s) sup_opts.dead_timeout = std::chrono::seconds(*attach.dead_conn_timeout_s);
   auto supervisor = kernel::Supervisor::create(sup_opts);
   if (!supervisor) return cli::fail("supervise", supervisor.status());
   auto& sup = **supervisor;
