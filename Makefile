@@ -138,8 +138,8 @@ check: deps
 check-long: deps
 	@$(MAKE) --no-print-directory -j$(JOBS) all $(HELPERS) $(FUZZERS)
 	@tests/helpers/run-suites \
-	  "fuzz-long" "tests/fuzz/run-fuzzers $(FUZZ) $${FUZZ_SECONDS:-300}" \
-	  "kernel"    "tests/kernel/run-smoke"
+	  "fuzz-long"   "tests/fuzz/run-fuzzers $(FUZZ) $${FUZZ_SECONDS:-300}" \
+	  "kernel-full" "tests/kernel/run-smoke full"
 
 bench: all
 	tests/bench/run-bench

@@ -4,6 +4,7 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -53,7 +54,12 @@ Result<std::shared_ptr<FileStore>> FileStore::open(const std::string& path, cons
   if (!s->read_only_ && !s->is_block_device_ && s->size_ > 0) {
     // Best effort: without the mapping, payloads take the splice path.
     auto m = Mapping::shared_file(fd, s->size_);
-    if (m) s->map_ = std::move(m).value();
+    if (m) {
+      // File pages can always be written back and read again: under
+      // mlockall (a swap-path server) they must not be pinned in RAM.
+      ::munlock(m->bytes().data(), m->bytes().size());
+      s->map_ = std::move(m).value();
+    }
   }
   return s;
 }

@@ -15,6 +15,16 @@
 
 namespace memsync::kernel {
 
+std::optional<int> Connector::wait_server_exit(std::chrono::milliseconds limit) {
+  if (!has_server()) return std::nullopt;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    auto code = server_exit();
+    if (code || std::chrono::steady_clock::now() >= deadline) return code;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 EndpointConnector::EndpointConnector(Endpoint ep, std::string export_name, std::shared_ptr<TlsClientContext> tls)
     : ep_(std::move(ep)), export_name_(std::move(export_name)), tls_(std::move(tls)) {}
 

@@ -32,6 +32,10 @@ class Connector {
   virtual Result<std::vector<KernelConnection>> connect(unsigned n) = 0;
   // A command connector's server: its exit code once it has exited.
   virtual std::optional<int> server_exit() { return std::nullopt; }
+  // True when connect() started a server process.
+  virtual bool has_server() const { return false; }
+  // Waits up to `limit` for a started server to exit by itself.
+  std::optional<int> wait_server_exit(std::chrono::milliseconds limit);
   // Asks a started server to stop (SIGTERM, then SIGKILL after `grace`) and
   // waits for it; returns its exit code. Nothing for endpoints.
   virtual std::optional<int> stop_server(std::chrono::milliseconds /*grace*/) { return std::nullopt; }
@@ -59,6 +63,7 @@ class CommandConnector : public Connector {
   // Starts the command (again, after it exited) and connects.
   Result<std::vector<KernelConnection>> connect(unsigned n) override;
   std::optional<int> server_exit() override;
+  bool has_server() const override { return pid_ > 0; }
   std::optional<int> stop_server(std::chrono::milliseconds grace) override;
   std::string describe() const override;
 

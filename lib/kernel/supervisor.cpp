@@ -88,16 +88,18 @@ Result<Supervisor::Outcome> Supervisor::run(AttachedDevice& dev, Connector& conn
       dead = std::find(events->begin(), events->end(), dev.index()) != events->end();
       if (dead) log::warn(dev.path() + ": the connection to " + conn.describe() + " died");
     }
-    auto code = conn.server_exit();
-    if (!dev.connected() && !code) {
+    if (!dev.connected()) {
+      // Detached by someone else: a spawned server got DISC and ends by
+      // itself; its status tells an ioctl device's two kinds of end apart.
+      auto code = conn.wait_server_exit(opts_.server_grace);
       (void)conn.stop_server(opts_.server_grace);
-      if (dev.via_ioctl()) {
+      if (dev.via_ioctl() && !(code && *code == 0)) {
         log::warn(dev.path() + ": the kernel ended the connection to " + conn.describe());
         return Outcome::ServerGone;
       }
       return Outcome::Detached;
     }
-    if (code) {
+    if (auto code = conn.server_exit()) {
       log::warn("'" + conn.describe() + "' exited with status " + std::to_string(*code) +
                 (opts_.persist ? "; restarting it" : "; detaching " + dev.path()));
       dead = true;

@@ -124,11 +124,15 @@ Status Channel::skip(uint64_t n) {
 
 Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& file_error, std::byte* mapped) {
   file_error = Status::ok();
-  // On a file error the rest of the payload is still read (and dropped), so
-  // the stream stays in sync and the caller can answer with an error.
+  // `unread` counts the payload bytes still in the stream; once a byte is
+  // taken from the stream (into the buffer, the mapping or the pipe) it is
+  // no longer unread, whether or not it reached the file. On a file error
+  // the unread rest is read and dropped, so the stream stays in sync and the
+  // caller can answer with an error.
+  uint64_t unread = length;
   auto file_failed = [&](Status st) {
     file_error = std::move(st);
-    return skip(length);
+    return skip(unread);
   };
   auto put = [&](const std::byte* p, size_t n) -> Status {
     while (n > 0) {
@@ -138,27 +142,27 @@ Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& f
       p += w;
       n -= static_cast<size_t>(w);
       offset += static_cast<uint64_t>(w);
-      length -= static_cast<uint64_t>(w);
     }
     return Status::ok();
   };
   // What the buffer already holds goes first, by plain write.
-  size_t have = static_cast<size_t>(std::min<uint64_t>(length, end_ - begin_));
+  size_t have = static_cast<size_t>(std::min<uint64_t>(unread, end_ - begin_));
   begin_ += have;
+  unread -= have;
   if (Status st = put(buf_.data() + begin_ - have, have); !st) return file_failed(st);
   if (mapped) mapped += have;
-  while (mapped && length > 0 && in_is_socket_ && !deadline_) {
+  while (mapped && unread > 0 && in_is_socket_ && !deadline_) {
     if (stopped_.load()) return Status::closed("connection stopped");
-    ssize_t n = ::read(in_.get(), mapped, static_cast<size_t>(length));
+    ssize_t n = ::read(in_.get(), mapped, static_cast<size_t>(unread));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EFAULT) break;  // past the file's end now: splice below
     if (n < 0) return Status::from_errno("read from connection");
     if (n == 0) return Status::closed("connection closed by peer");
     mapped += n;
     offset += static_cast<uint64_t>(n);
-    length -= static_cast<uint64_t>(n);
+    unread -= static_cast<uint64_t>(n);
   }
-  if (splice_works_ && length > 0 && !pipe_r_) {
+  if (splice_works_ && unread > 0 && !pipe_r_) {
     int p[2];
     if (::pipe2(p, O_CLOEXEC) == 0) {
       pipe_r_.reset(p[0]);
@@ -168,10 +172,10 @@ Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& f
       splice_works_ = false;
     }
   }
-  while (length > 0 && splice_works_ && !deadline_) {
+  while (unread > 0 && splice_works_ && !deadline_) {
     if (stopped_.load()) return Status::closed("connection stopped");
     ssize_t in = ::splice(in_.get(), nullptr, pipe_w_.get(), nullptr,
-                          static_cast<size_t>(std::min<uint64_t>(length, 1 << 20)), SPLICE_F_MOVE);
+                          static_cast<size_t>(std::min<uint64_t>(unread, 1 << 20)), SPLICE_F_MOVE);
     if (in < 0 && errno == EINTR) continue;
     if (in < 0 && (errno == EINVAL || errno == ESPIPE)) {
       splice_works_ = false;  // this descriptor cannot splice: copy instead
@@ -179,6 +183,7 @@ Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& f
     }
     if (in < 0) return Status::from_errno("read from connection");
     if (in == 0) return Status::closed("connection closed by peer");
+    unread -= static_cast<uint64_t>(in);
     auto left = static_cast<size_t>(in);
     while (left > 0) {
       auto o = static_cast<loff_t>(offset);
@@ -193,21 +198,19 @@ Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& f
           if (r <= 0) break;
           left -= static_cast<size_t>(r);
         }
-        length -= static_cast<uint64_t>(in);
         return file_failed(st);
       }
       left -= static_cast<size_t>(out);
       offset += static_cast<uint64_t>(out);
-      length -= static_cast<uint64_t>(out);
-      in -= out;
     }
   }
   // Fallback: bounce through the buffer.
-  while (length > 0) {
+  while (unread > 0) {
     begin_ = end_ = 0;
     MEMSYNC_TRY(fill());
-    size_t n = static_cast<size_t>(std::min<uint64_t>(length, end_ - begin_));
+    size_t n = static_cast<size_t>(std::min<uint64_t>(unread, end_ - begin_));
     begin_ += n;
+    unread -= n;
     if (Status st = put(buf_.data() + begin_ - n, n); !st) return file_failed(st);
   }
   return Status::ok();

@@ -12,7 +12,11 @@
 namespace memsync {
 
 Status enter_swap_path() {
-  if (::mlockall(MCL_CURRENT | MCL_FUTURE) < 0)
+  // MCL_ONFAULT: lock pages as they are touched, not whole mappings at
+  // once (a mem: store's reservation, idle thread stacks), so locking costs
+  // what is used. Kernels before 4.4 lack it: lock everything instead.
+  if (::mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) < 0 &&
+      (errno != EINVAL || ::mlockall(MCL_CURRENT | MCL_FUTURE) < 0))
     return Status::from_errno("lock memory for swap (mlockall; needs root or a large RLIMIT_MEMLOCK)");
   {
     std::ofstream oom("/proc/self/oom_score_adj");

@@ -3,8 +3,8 @@
 // When a block device is used as swap, the processes that answer its I/O
 // (nbd-attach's relay or supervisor, the NBD server) must never themselves
 // wait for swap or be chosen by the OOM killer while memory is short, or
-// the machine deadlocks. So they lock all their memory (mlockall, current
-// and future), set oom_score_adj to -1000, and mark themselves as I/O
+// the machine deadlocks. So they lock their memory as it is touched
+// (mlockall, current and future, on fault), set oom_score_adj to -1000, and mark themselves as I/O
 // flushers (PR_SET_IO_FLUSHER: their allocations do not recurse into I/O).
 //
 // A tool that spawns a server sets kSwapPathEnv=1 in its environment;

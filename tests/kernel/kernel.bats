@@ -1,15 +1,16 @@
 #!/usr/bin/env bats
-# The kernel promise, as a bats test: nbd-serve works with the real kernel NBD
-# driver. Boots a VM (tests/vm/run-in-vm) through tests/kernel/run-smoke, which
-# is what `make check` and `make kernel` run. This file lives outside the
-# tests/*.bats glob on purpose, so `make check` boots the VM only once.
-#   bats tests/kernel/kernel.bats        (after `make all`)
+# The kernel promise, as a bats test: nbd-serve and nbd-attach work with the
+# real kernel NBD driver. Boots one VM (tests/vm/run-in-vm) through
+# tests/kernel/run-smoke (quick: smoke.sh + attach.sh quick), which is what
+# `make check` and `make kernel` run. This file lives outside the tests/*.bats
+# glob on purpose, so `make check` boots the VM only once.
+#   bats tests/kernel/kernel.bats        (after `make all build/tests/mmap-check`)
 
 setup() {
   ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
 }
 
-@test "nbd-serve serves the real kernel NBD driver (smoke batch in a VM)" {
+@test "nbd-serve and nbd-attach work with the real kernel NBD driver (quick batches in a VM)" {
   run "$ROOT/tests/kernel/run-smoke"
   echo "$output"            # bats shows it only when the test fails
   [ "$status" -eq 0 ]
@@ -33,9 +34,24 @@ setup() {
     "ok - memsync's own attach: handshake + netlink CONNECT of" \
     "ok - nbd-serve (own) exits 0 on SIGTERM after the client is gone" \
     "ok - nbd-serve logged no warnings or errors" \
-    "ok - no nbd errors in the kernel log"
+    "ok - no nbd errors in the kernel log" \
+    "ok - nbd-attach: unix endpoint attached" \
+    "ok - nbd-attach: --list shows" \
+    "ok - nbd-attach: --detach /dev/nbd" \
+    "ok - nbd-attach: spawn mode: printed" \
+    "ok - nbd-attach: -C 4 --pidfile:" \
+    "ok - nbd-attach: SIGTERM to pid" \
+    "ok - nbd-attach: --foreground: stays in the job" \
+    "ok - nbd-attach: max_sectors_kb is 1024" \
+    "ok - nbd-attach: --read-only:" \
+    "ok - nbd-attach: unknown socket: exit 1" \
+    "ok - nbd-attach: -- false: exit 1" \
+    "ok - nbd-attach: missing export name: exit 1" \
+    "ok - nbd-attach: --device of a busy device: exit 1" \
+    "ok - nbd-attach: quick batch: no nbd-attach or nbd-serve left" \
+    "ok - nbd-attach: --detach of a --foreground spawn-mode device: nbd-attach exits 0"
   do
     [[ $output == *"$verdict"* ]] || { echo "missing verdict: $verdict"; return 1; }
   done
-  grep -qx 'ALL-OK' <<<"$output"
+  [ "$(grep -cx 'ALL-OK' <<<"$output")" -eq 2 ]   # smoke.sh and attach.sh
 }

@@ -1,6 +1,9 @@
 // The NBD server engine spoken to byte by byte: handshake options, request
 // validation, concurrency and bad input, as the NBD spec prescribes.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+
+#include <csignal>
 #include <sys/socket.h>
 
 #include <filesystem>
@@ -341,6 +344,36 @@ TEST(Transmission, FileShrunkUnderTheExportIsAnErrorNotACrash) {
   ASSERT_TRUE(store->read_at(back, 4 << 20));
   EXPECT_EQ(back, data);
   EXPECT_EQ(std::filesystem::file_size(path), 5u << 20);
+  std::filesystem::remove(path);
+}
+
+TEST(Transmission, FailedFileWriteKeepsTheStreamInSync) {
+  // The file refuses the write (RLIMIT_FSIZE stands in for a full disk):
+  // the client gets an error for that request, and the payload is skipped
+  // exactly, so the next request is read from the right place.
+  auto path = std::filesystem::temp_directory_path() / ("memsync-efbig-" + std::to_string(::getpid()));
+  auto store = *FileStore::open(path.string(), FileStoreOptions{false, 8 << 20});
+  Harness h(store);
+  ASSERT_TRUE(h.c().handshake());
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit small = old;
+  small.rlim_cur = 1 << 20;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::vector<std::byte> data(3 << 20, std::byte{0x77});
+  h.c().send_request(kCmdWrite, 2 << 20, static_cast<uint32_t>(data.size()), 1, 0, data);
+  auto w = h.c().read_simple_reply();
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_handler);
+  ASSERT_TRUE(w.ok);
+  EXPECT_NE(w.error, 0u);
+  h.c().send_request(kCmdRead, 0, 4096, 2);
+  auto r = h.c().read_simple_reply();
+  ASSERT_TRUE(r.ok) << "the stream lost its place after the failed write";
+  EXPECT_EQ(r.cookie, 2u);
+  EXPECT_EQ(r.error, 0u);
+  EXPECT_EQ(h.c().recv(4096).size(), 4096u);
   std::filesystem::remove(path);
 }
 
