@@ -21,6 +21,16 @@ int fail(const std::string& what, const Status& st) {
   return kExitFailure;
 }
 
+int store_options(const boost::program_options::parsed_options& parsed,
+                  boost::program_options::variables_map& vm) {
+  int verbose = 0;
+  for (auto& o : parsed.options)
+    if (o.string_key == "verbose") ++verbose;
+  boost::program_options::store(parsed, vm);
+  boost::program_options::notify(vm);
+  return verbose;
+}
+
 int run_main(const char* tool, const std::function<int()>& body) {
   log::set_program(tool);
   ignore_sigpipe();

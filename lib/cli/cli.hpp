@@ -11,6 +11,7 @@
 // Thread safety: for main() only.
 #pragma once
 
+#include <boost/program_options.hpp>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -34,6 +35,11 @@ std::string version_text(const std::string& tool);
 int fail(const std::string& what, const Status& st);
 
 int run_main(const char* tool, const std::function<int()>& body);
+
+// Stores parsed options into vm (and notifies), returning how many times
+// -v/--verbose was given: every tool counts repeated -v the same way.
+int store_options(const boost::program_options::parsed_options& parsed,
+                  boost::program_options::variables_map& vm);
 
 // Throws UsageError(message) if st failed: for checks of option values.
 inline void usage_check(const Status& st) {

@@ -88,39 +88,8 @@ on_exit() {
 trap on_exit EXIT
 
 # ------------------------------------------------------------ helpers
-# start_server NAME ARGS...: nbd-serve -v ARGS in the background, log in
-# $D/NAME.log; sets PID.
-start_server() {
-  name=$1; shift
-  : >>"$D/$name.log"
-  "$NBD_SERVE" -v "$@" 2>>"$D/$name.log" &
-  PID=$!
-  SERVERS="$SERVERS $PID"
-}
-
-# wait_ready NAME PID: until the log says "serving" N times, N = the number
-# of "serving" lines before start_server plus one (servers are restarted).
-wait_ready() {
-  want=$((${3:-0} + 1))
-  i=0
-  while [ "$(grep -c '^nbd-serve: serving' "$D/$1.log")" -lt "$want" ]; do
-    kill -0 "$2" 2>/dev/null || fail "nbd-serve ($1) exited at start: $(tail -n 5 "$D/$1.log")"
-    i=$((i + 1)); [ $i -lt 100 ] || fail "nbd-serve ($1) not ready after 10 s"
-    sleep 0.1
-  done
-}
-
-# stop_server NAME PID: SIGTERM, wait up to 10 s, require exit status 0.
-stop_server() {
-  kill -TERM "$2"
-  i=0
-  while kill -0 "$2" 2>/dev/null; do
-    i=$((i + 1)); [ $i -lt 100 ] || fail "nbd-serve ($1) still running 10 s after SIGTERM"
-    sleep 0.1
-  done
-  rc=0; wait "$2" || rc=$?
-  [ "$rc" -eq 0 ] || fail "nbd-serve ($1) exited $rc after SIGTERM (want 0)"
-}
+LOG_DIR=$D
+. "$here/servers.sh"
 
 name_of() { echo "${1#/dev/}"; }
 sectors() { cat "/sys/block/$(name_of "$1")/size"; }

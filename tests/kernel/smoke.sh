@@ -44,38 +44,8 @@ on_exit() {
 }
 trap on_exit EXIT
 
-# start_server NAME ARGS...: nbd-serve -v ARGS in the background, log in
-# /tmp/NAME.log; sets PID.
-start_server() {
-  name=$1; shift
-  : >"/tmp/$name.log"   # exists before wait_ready looks, however late the child starts
-  "$NBD_SERVE" -v "$@" 2>>"/tmp/$name.log" &
-  PID=$!
-  SERVERS="$SERVERS $PID"
-}
-
-# wait_ready NAME PID: until the log says "serving" (written once it listens).
-wait_ready() {
-  i=0
-  while ! grep -q '^nbd-serve: serving' "/tmp/$1.log"; do
-    kill -0 "$2" 2>/dev/null || fail "nbd-serve ($1) exited at start: $(cat "/tmp/$1.log")"
-    i=$((i + 1)); [ $i -lt 100 ] || fail "nbd-serve ($1) not ready after 10 s"
-    sleep 0.1
-  done
-}
-
-# stop_server NAME PID: SIGTERM, wait up to 10 s, require exit status 0.
-stop_server() {
-  kill -TERM "$2"
-  i=0
-  while kill -0 "$2" 2>/dev/null; do
-    i=$((i + 1)); [ $i -lt 100 ] || fail "nbd-serve ($1) still running 10 s after SIGTERM"
-    sleep 0.1
-  done
-  rc=0; wait "$2" || rc=$?
-  [ "$rc" -eq 0 ] || fail "nbd-serve ($1) exited $rc after SIGTERM (want 0)"
-  ok "nbd-serve ($1) exits 0 on SIGTERM after the client is gone"
-}
+LOG_DIR=/tmp
+. "$here/servers.sh"
 
 sectors() { cat "/sys/block/$1/size"; }
 
@@ -222,9 +192,13 @@ detach nbd2
 
 step="stop servers"
 stop_server unix "$UNIX_PID"
+ok "nbd-serve (unix) exits 0 on SIGTERM after the client is gone"
 stop_server tcp "$TCP_PID"
+ok "nbd-serve (tcp) exits 0 on SIGTERM after the client is gone"
 stop_server ro "$RO_PID"
+ok "nbd-serve (ro) exits 0 on SIGTERM after the client is gone"
 stop_server own "$OWN_PID"
+ok "nbd-serve (own) exits 0 on SIGTERM after the client is gone"
 SERVERS=""
 
 step="server logs"
@@ -237,7 +211,14 @@ done
 ok "nbd-serve logged no warnings or errors"
 
 step="kernel log"
-bad=$(dmesg | grep -iE 'nbd' | grep -iE 'error|fail|dead|timed out|unexpected|invalid|WARN' || true)
+# A request slower than the kernel's timeout is retried ("Connection timed
+# out, retrying"): on a loaded host under software emulation that happens
+# without anything being wrong, and the data checks above would have caught
+# a request that never completed. Everything else counts.
+slow=$(dmesg | grep -iE 'nbd.*timed out, retrying' || true)
+[ -z "$slow" ] || echo "note: slow requests were retried: $slow" >&2
+bad=$(dmesg | grep -iE 'nbd' | grep -viE 'timed out, retrying' |
+  grep -iE 'error|fail|dead|timed out|unexpected|invalid|WARN' || true)
 [ -z "$bad" ] || fail "kernel complained about nbd: $bad"
 ok "no nbd errors in the kernel log"
 

@@ -173,16 +173,21 @@ struct PskFile {
   ~PskFile() { std::filesystem::remove_all(dir); }
 };
 
-TEST(HandshakeForKernel, TlsRelayCarriesTransmission) {
-  PskFile psk;
+// Server options for an export that requires TLS with the keys in psk.
+nbd::ServerOptions tls_required(const PskFile& psk) {
   TlsServerOptions so;
   so.psk_file = psk.path;
-  auto server_ctx = TlsServerContext::create(so);
-  ASSERT_TRUE(server_ctx) << server_ctx.status().message();
+  auto ctx = TlsServerContext::create(so);
+  EXPECT_TRUE(ctx) << ctx.status().message();
   nbd::ServerOptions o;
   o.export_config.tls = nbd::TlsMode::Require;
-  o.export_config.tls_context = *server_ctx;
-  nbd::NbdServer server(*MemStore::create(1 << 20), o);
+  o.export_config.tls_context = *ctx;
+  return o;
+}
+
+TEST(HandshakeForKernel, TlsRelayCarriesTransmission) {
+  PskFile psk;
+  nbd::NbdServer server(*MemStore::create(1 << 20), tls_required(psk));
 
   TlsClientOptions co;
   co.psk_file = psk.path;
@@ -202,12 +207,7 @@ TEST(HandshakeForKernel, TlsRelayCarriesTransmission) {
 
 TEST(HandshakeForKernel, TlsWithTheWrongKeyIsRefused) {
   PskFile psk;
-  TlsServerOptions so;
-  so.psk_file = psk.path;
-  nbd::ServerOptions o;
-  o.export_config.tls = nbd::TlsMode::Require;
-  o.export_config.tls_context = *TlsServerContext::create(so);
-  nbd::NbdServer server(*MemStore::create(1 << 20), o);
+  nbd::NbdServer server(*MemStore::create(1 << 20), tls_required(psk));
   std::string other = (psk.dir / "other.psk").string();
   std::ofstream(other) << "alice:ffffffffffffffffffffffffffffffff\n";
   TlsClientOptions co;
@@ -224,12 +224,7 @@ TEST(HandshakeForKernel, TlsWithTheWrongKeyIsRefused) {
 
 TEST(HandshakeForKernel, PlainClientAgainstTlsRequiredServerIsTold) {
   PskFile psk;
-  TlsServerOptions so;
-  so.psk_file = psk.path;
-  nbd::ServerOptions o;
-  o.export_config.tls = nbd::TlsMode::Require;
-  o.export_config.tls_context = *TlsServerContext::create(so);
-  nbd::NbdServer server(*MemStore::create(1 << 20), o);
+  nbd::NbdServer server(*MemStore::create(1 << 20), tls_required(psk));
   auto [ours, kernels] = pair_of_sockets();
   server.adopt(std::move(ours));
   auto c = handshake_for_kernel(std::move(kernels), "");

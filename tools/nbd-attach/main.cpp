@@ -202,10 +202,7 @@ int attach_main(int argc, char** argv) {
   pos.add("target", 1);
   po::variables_map vm;
   auto parsed = po::command_line_parser(split, argv).options(desc).positional(pos).run();
-  for (auto& opt : parsed.options)
-    if (opt.string_key == "verbose") ++verbose;
-  po::store(parsed, vm);
-  po::notify(vm);
+  verbose = cli::store_options(parsed, vm);
   for (int i = split + 1; i < argc; ++i) o.command.emplace_back(argv[i]);
 
   if (help) { std::cout << kUsage; return cli::kExitOk; }

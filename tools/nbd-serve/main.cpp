@@ -104,10 +104,7 @@ int serve_main(int argc, char** argv) {
   pos.add("backend", 1);
   po::variables_map vm;
   auto parsed = po::command_line_parser(argc, argv).options(desc).positional(pos).run();
-  for (auto& o : parsed.options)
-    if (o.string_key == "verbose") ++verbose;
-  po::store(parsed, vm);
-  po::notify(vm);
+  verbose = cli::store_options(parsed, vm);
 
   if (help) { std::cout << kUsage; return cli::kExitOk; }
   if (version) { std::cout << cli::version_text("nbd-serve"); return cli::kExitOk; }
