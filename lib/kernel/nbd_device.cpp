@@ -99,16 +99,17 @@ Result<uint32_t> find_free_device() {
 
 Status wait_until_ready(uint32_t index, uint64_t size_bytes, std::chrono::milliseconds limit) {
   auto deadline = std::chrono::steady_clock::now() + limit;
+  // The capacity in sysfs is set once the kernel has started the device
+  // (its receive workers run); opening the node to ask would also make the
+  // kernel scan for partitions, I/O that belongs to the first real user.
   std::string path = device_path(index);
+  std::string size_file = sys_dir(index) + "/size";
   for (;;) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-    uint64_t bytes = 0;
-    if (fd.valid() && ::ioctl(fd.get(), BLKGETSIZE64, &bytes) == 0 && bytes == size_bytes) return Status::ok();
-    if (std::chrono::steady_clock::now() >= deadline) {
-      if (!fd.valid()) return Status::from_errno("open " + path);
+    uint64_t bytes = read_number(size_file).value_or(0) * 512;
+    if (bytes == size_bytes && ::access(path.c_str(), F_OK) == 0) return Status::ok();
+    if (std::chrono::steady_clock::now() >= deadline)
       return Status::error(ETIMEDOUT, path + " did not become ready (size " + std::to_string(bytes) +
                                           ", expected " + std::to_string(size_bytes) + ")");
-    }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
 }

@@ -40,8 +40,8 @@ Result<std::vector<DeviceInfo>> list_devices();
 // where the caller must name the device).
 Result<uint32_t> find_free_device();
 
-// Waits until the device shows size_bytes and can be opened for I/O, so the
-// path printed to a script is usable at once.
+// Waits until the kernel shows the device with size_bytes (sysfs) and its
+// node exists, so the path printed to a script is usable at once.
 Status wait_until_ready(uint32_t index, uint64_t size_bytes, std::chrono::milliseconds limit);
 
 // Caps the size of one request the kernel sends (queue/max_sectors_kb) at

@@ -28,6 +28,9 @@ constexpr size_t kKeepBuffer = 4 << 20;
 // are not yet buffered are never waited for, so a lone request is not held.
 constexpr size_t kMaxBatch = 8;
 constexpr size_t kMaxBatchBytes = 256 * 1024;
+// WRITE payloads this large are taken straight from the socket; after one,
+// only the next header is read ahead (Channel::limit_read_ahead).
+constexpr uint32_t kLargeWrite = 64 * 1024;
 // File reads at least this large go out by sendfile (no copy through our
 // buffers); smaller ones are cheaper as pread + the batch's single writev,
 // since sendfile costs two system calls per reply and cannot be batched.
@@ -167,7 +170,10 @@ Transmission::Got Transmission::read_one(Job& job) {
     log::debug(std::string(command_name(req.type)) + " offset " + std::to_string(req.offset) + " length " +
                std::to_string(req.length) + " flags " + std::to_string(req.flags) +
                (v.error ? " -> error " + std::to_string(v.error) : ""));
-  if (!has_payload(req)) return Got::Request;
+  if (!has_payload(req)) {
+    ch_.limit_read_ahead(0);
+    return Got::Request;
+  }
   Store::DirectRange direct;
   const bool have_direct = v.error == 0 && store_.direct_range(req.offset, req.length, direct);
   if (have_direct && direct.memory) {
@@ -192,6 +198,11 @@ Transmission::Got Transmission::read_one(Job& job) {
     finish(Status::error(EPROTO, "client disconnected in the middle of a WRITE payload"));
     return Got::Done;
   }
+  // A client writing in large requests likely sends more of them: read just
+  // the next header, so its payload goes straight to the store (one copy)
+  // instead of through the buffer. Small writes keep the full read-ahead,
+  // which batches them.
+  ch_.limit_read_ahead(job.in_place && req.length >= kLargeWrite ? kRequestHeaderSize : 0);
   return Got::Request;
 }
 

@@ -69,7 +69,9 @@ Status Channel::fill() {
       if (n == 0) continue;  // the deadline check above reports it
       if (stop_event_ && p[1].revents) return Status::closed("connection stopped");
     }
-    ssize_t n = ::read(in_.get(), buf_.data() + end_, buf_.size() - end_);
+    size_t room = buf_.size() - end_;
+    if (read_ahead_ > 0) room = std::min(room, read_ahead_);
+    ssize_t n = ::read(in_.get(), buf_.data() + end_, room);
     if (n > 0) {
       end_ += static_cast<size_t>(n);
       return Status::ok();

@@ -55,6 +55,11 @@ class Channel {
   Status read_to_file(int fd, uint64_t offset, uint64_t length, Status& file_error, std::byte* mapped = nullptr);
   // True when the last failed read hit a clean end of stream at a boundary.
   bool clean_eof() const { return clean_eof_; }
+  // Caps how much one buffer refill reads (0: the whole buffer). A reader
+  // that expects a header followed by a large payload it will take
+  // directly (read_to_file, read_exact of >= 64K) sets it to the header's
+  // size, so the payload is not first copied into the buffer.
+  void limit_read_ahead(size_t n) { read_ahead_ = n; }
   // Bytes already buffered but not consumed.
   size_t buffered() const { return end_ - begin_; }
   // The buffered bytes themselves, for deciding whether a whole message is
@@ -105,6 +110,7 @@ class Channel {
   std::vector<std::byte> buf_;
   size_t begin_ = 0, end_ = 0;
   bool clean_eof_ = false;
+  size_t read_ahead_ = 0;
   std::optional<std::chrono::steady_clock::time_point> deadline_;
   UniqueFd pipe_r_, pipe_w_;  // read_to_file's splice pipe, made on first use
   bool splice_works_ = true;
