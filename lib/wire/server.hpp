@@ -1,0 +1,50 @@
+// WireServer: exposes a store to memsync wire protocol v1 clients
+// (man/memsync-wire.7), one session per connection.
+//
+// A session negotiates HELLO, then one reader takes requests off the
+// connection and a pool of workers executes them, URGENT requests before
+// queued background ones; replies go out as they complete, each frame
+// whole (a write lock). At most max_inflight requests are queued: beyond
+// that the reader stops reading, and TCP pushes back on the client.
+// Unknown request types and features not negotiated get ENOTSUP and the
+// session goes on; malformed frames end it (protocol error, no reply).
+//
+// Thread safety: serve() runs one connection on the calling thread (plus
+// its workers); stop() may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+
+#include "backend/store.hpp"
+#include "net/channel.hpp"
+#include "wire/frame.hpp"
+
+namespace memsync::wire {
+
+struct WireServerOptions {
+  uint64_t features = kFeaturesKnown;  // offered to clients
+  uint32_t max_payload = kDefaultPayload;
+  uint32_t max_inflight = kDefaultInflight;
+  unsigned threads = 8;                // workers per connection
+};
+
+class WireServer {
+ public:
+  WireServer(std::shared_ptr<Store> store, WireServerOptions opts);
+
+  // One connection until the client closes it (ok) or breaks the protocol.
+  Status serve(Channel& ch);
+  // Stops every session: no further requests are read; queued ones finish.
+  void stop();
+
+ private:
+  std::shared_ptr<Store> store_;
+  WireServerOptions opts_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mu_;
+  std::vector<Channel*> channels_;  // guarded by mu_
+};
+
+}  // namespace memsync::wire

@@ -1,0 +1,238 @@
+// The wire protocol end to end: RemoteStore (client) against WireServer on
+// a socketpair, both real, plus a raw client for what a well-behaved client
+// never sends.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <random>
+#include <thread>
+
+#include "backend/mem_store.hpp"
+#include "util/endian.hpp"
+#include "wire/framing.hpp"
+#include "wire/remote_store.hpp"
+#include "wire/server.hpp"
+
+using namespace memsync;
+using namespace memsync::wire;
+
+namespace {
+
+std::pair<UniqueFd, UniqueFd> pair_of_sockets() {
+  int sv[2];
+  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+// A WireServer serving `store` on one end of a socketpair, on a thread.
+struct Served {
+  explicit Served(std::shared_ptr<Store> store, WireServerOptions opts = {}) : server(std::move(store), opts) {
+    auto [a, b] = pair_of_sockets();
+    client_end = std::move(a);
+    thread = std::jthread([this, fd = std::move(b)]() mutable {
+      Channel ch(std::move(fd));
+      result = server.serve(ch);
+    });
+  }
+  ~Served() {
+    server.stop();
+    if (thread.joinable()) thread.join();
+  }
+  std::shared_ptr<RemoteStore> connect(RemoteOptions o = {}) {
+    auto r = RemoteStore::open(std::make_unique<Channel>(std::move(client_end)), o, "test");
+    EXPECT_TRUE(r) << r.status().message();
+    return r ? *r : nullptr;
+  }
+  WireServer server;
+  UniqueFd client_end;
+  std::jthread thread;
+  Status result;
+};
+
+std::vector<std::byte> random_bytes(size_t n, uint32_t seed) {
+  std::vector<std::byte> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = std::byte(rng() & 0xff);
+  return v;
+}
+
+TEST(WireSession, ReadWriteSyncSizeAcrossPayloadLimit) {
+  auto mem = *MemStore::create(8 << 20);
+  Served s(mem);
+  RemoteOptions o;
+  o.max_payload = 64 * 1024;  // forces splitting
+  auto r = s.connect(o);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->size(), 8u << 20);
+  EXPECT_EQ(r->terms().max_payload, 64u * 1024);
+  auto data = random_bytes(300 * 1024 + 7, 1);
+  ASSERT_TRUE(r->write_at(data, 12345));
+  ASSERT_TRUE(r->sync());
+  std::vector<std::byte> back(data.size()), direct(data.size());
+  ASSERT_TRUE(r->read_at(back, 12345));
+  EXPECT_EQ(back, data);
+  ASSERT_TRUE(mem->read_at(direct, 12345));
+  EXPECT_EQ(direct, data);  // it really is in the server's store
+}
+
+TEST(WireSession, CompressibleDataTravelsCompressedAndArrivesIntact) {
+  auto mem = *MemStore::create(4 << 20);
+  Served s(mem);
+  auto r = s.connect();
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->terms().features & kFeatureLz4);
+  std::vector<std::byte> data(1 << 20);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = std::byte((i / 4096) & 0xff);
+  ASSERT_TRUE(r->write_at(data, 0));
+  std::vector<std::byte> back(data.size());
+  ASSERT_TRUE(r->read_at(back, 0));
+  EXPECT_EQ(back, data);
+  RemoteOptions plain;
+  plain.features = 0;
+  Served s2(mem);
+  auto r2 = s2.connect(plain);
+  ASSERT_TRUE(r2);
+  EXPECT_EQ(r2->terms().features, 0u);
+  std::vector<std::byte> back2(data.size());
+  ASSERT_TRUE(r2->read_at(back2, 0));
+  EXPECT_EQ(back2, data);
+  EXPECT_FALSE(r2->can_trim());
+}
+
+TEST(WireSession, ErrorsComeBackAsStatusesAndTheSessionGoesOn) {
+  auto mem = *MemStore::create(1 << 20);
+  Served s(mem);
+  auto r = s.connect();
+  ASSERT_TRUE(r);
+  std::vector<std::byte> buf(4096);
+  Status st = r->read_at(buf, (1 << 20) - 100);
+  EXPECT_EQ(st.code(), ERANGE) << st.message();
+  EXPECT_NE(st.message().find("beyond the end"), std::string::npos) << st.message();
+  EXPECT_EQ(r->write_at(buf, 1 << 20).code(), ERANGE);
+  ASSERT_TRUE(r->read_at(buf, 0));  // still usable
+  auto ones = std::vector<std::byte>(8192, std::byte{1});
+  ASSERT_TRUE(r->write_at(ones, 4096));
+  ASSERT_TRUE(r->write_zeroes(4096, 4096, true));
+  ASSERT_TRUE(r->trim(8192, 4096));
+  std::vector<std::byte> back(8192);
+  ASSERT_TRUE(r->read_at(back, 4096));
+  EXPECT_EQ(back, std::vector<std::byte>(8192));
+}
+
+TEST(WireSession, ManyThreadsShareOneConnection) {
+  auto mem = *MemStore::create(16 << 20);
+  Served s(mem);
+  RemoteOptions o;
+  o.max_inflight = 4;  // callers must queue for slots
+  auto r = s.connect(o);
+  ASSERT_TRUE(r);
+  std::vector<std::jthread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      uint64_t base = static_cast<uint64_t>(t) * (2 << 20);
+      for (int i = 0; i < 50; ++i) {
+        auto data = random_bytes(4096 * (1 + i % 8), static_cast<uint32_t>(t * 1000 + i));
+        uint64_t at = base + static_cast<uint64_t>(i % 16) * 65536;
+        std::vector<std::byte> back(data.size());
+        if (!r->write_at(data, at) || !r->read_at(back, at) || back != data) ++failures;
+      }
+    });
+  }
+  threads.clear();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST(WireSession, ALostConnectionFailsCallsInsteadOfHanging) {
+  auto mem = *MemStore::create(1 << 20);
+  Served s(mem);
+  auto r = s.connect();
+  ASSERT_TRUE(r);
+  s.server.stop();
+  s.thread.join();
+  std::vector<std::byte> buf(4096);
+  Status st = r->read_at(buf, 0);
+  EXPECT_EQ(st.code(), ECONNRESET) << st.message();
+  EXPECT_EQ(r->sync().code(), ECONNRESET);
+}
+
+// A raw client for frames RemoteStore never sends.
+struct Raw {
+  explicit Raw(Served& s) : ch(std::move(s.client_end)) {}
+  Status hello() {
+    Hello h;
+    auto body = encode_hello(h);
+    MEMSYNC_TRY(send_frame(ch, FrameHeader{kHello, 0, 0, 0}, {body}));
+    auto rep = read_header(ch, kHelloLimit);
+    if (!rep) return rep.status();
+    std::vector<std::byte> p(rep->length);
+    return ch.read_exact(p);
+  }
+  // Sends a request, returns the reply's error code (0 for success).
+  Result<uint32_t> request(uint16_t type, uint16_t flags, std::span<const std::byte> payload) {
+    MEMSYNC_TRY(send_frame(ch, FrameHeader{type, flags, 99, 0}, {payload}));
+    auto h = read_header(ch, 1 << 20);
+    if (!h) return h.status();
+    std::vector<std::byte> p(h->length);
+    MEMSYNC_TRY(ch.read_exact(p));
+    if (h->id != 99 || h->type != (type | kReplyBit)) return Status::error(EPROTO, "wrong reply");
+    if (!h->is_error()) return 0u;
+    auto e = decode_error(p);
+    if (!e) return e.status();
+    return e->code;
+  }
+  Channel ch;
+};
+
+TEST(WireSession, UnknownTypesAndFlagsAreRefusedWithoutLosingSync) {
+  Served s(*MemStore::create(1 << 20));
+  Raw c(s);
+  ASSERT_TRUE(c.hello());
+  std::vector<std::byte> junk(100, std::byte{7});
+  EXPECT_EQ(*c.request(0x0010, 0, junk), static_cast<uint32_t>(EOPNOTSUPP));  // reserved: migration
+  EXPECT_EQ(*c.request(0x7abc, 0, junk), static_cast<uint32_t>(EOPNOTSUPP));
+  auto rg = encode_range(Range{0, 4096});
+  EXPECT_EQ(*c.request(kRead, 0x0100, rg), static_cast<uint32_t>(EINVAL));  // unknown flag
+  EXPECT_EQ(*c.request(kRead, 0, junk), static_cast<uint32_t>(EINVAL));     // wrong payload size
+  ByteWriter w;
+  w.u64(0);
+  w.u32(4096).zeros(10);  // claims 4096 raw bytes, carries garbage
+  EXPECT_EQ(*c.request(kWrite, kFlagCompressed, w.data()), static_cast<uint32_t>(EINVAL));
+  EXPECT_EQ(*c.request(kSize, 0, {}), 0u);  // and the session is still in step
+}
+
+TEST(WireSession, ProtocolViolationsEndTheSession) {
+  {
+    Served s(*MemStore::create(1 << 20));
+    Raw c(s);
+    auto rg = encode_range(Range{0, 4096});
+    ASSERT_TRUE(send_frame(c.ch, FrameHeader{kRead, 0, 1, 0}, {rg}));  // no HELLO first
+    s.thread.join();
+    EXPECT_EQ(s.result.code(), EPROTO);
+  }
+  {
+    Served s(*MemStore::create(1 << 20));
+    Raw c(s);
+    ASSERT_TRUE(c.hello());
+    std::array<std::byte, kHeaderSize> h{};
+    encode_header(FrameHeader{kWrite, 0, 1, kDefaultPayload + kFrameSlack + 1}, h);  // too long: never read
+    ASSERT_TRUE(c.ch.write({std::span<const std::byte>(h)}));
+    s.thread.join();
+    EXPECT_EQ(s.result.code(), EPROTO) << s.result.message();
+  }
+  {
+    Served s(*MemStore::create(1 << 20));
+    Raw c(s);
+    Hello future;
+    future.version_min = future.version_max = 9;
+    auto body = encode_hello(future);
+    ASSERT_TRUE(send_frame(c.ch, FrameHeader{kHello, 0, 0, 0}, {body}));
+    auto h = read_header(c.ch, kHelloLimit);
+    ASSERT_TRUE(h);
+    EXPECT_TRUE(h->is_error());
+    s.thread.join();
+    EXPECT_EQ(s.result.code(), EPROTONOSUPPORT);
+  }
+}
+
+}  // namespace
