@@ -14,7 +14,7 @@ CXX       ?= g++
 CLANGXX   ?= clang++
 JOBS      ?= 2
 
-TOOLS     := nbd-serve nbd-attach
+TOOLS     := nbd-serve nbd-attach ram-ul
 BUILD     := build
 ASAN      := build-asan
 TSAN      := build-tsan

@@ -3,7 +3,9 @@
 #include "backend/dir_store.hpp"
 #include "backend/file_store.hpp"
 #include "backend/mem_store.hpp"
+#include "net/endpoint.hpp"
 #include "util/units.hpp"
+#include "wire/remote_store.hpp"
 
 namespace memsync {
 namespace {
@@ -15,6 +17,7 @@ struct Plan {
   uint64_t mem_size = 0;
   FileStoreOptions file;
   DirStoreOptions dir;
+  Endpoint remote;
 };
 
 Status check_params(const BackendSpec& spec, std::initializer_list<std::string_view> allowed) {
@@ -77,6 +80,14 @@ Result<Plan> make_plan(const BackendSpec& spec, const OpenOptions& opts) {
     }
     return p;
   }
+  if (spec.scheme == "remote") {
+    MEMSYNC_TRY(check_params(spec, {}));
+    auto ep = parse_endpoint(spec.location);
+    if (!ep || (ep->kind != Endpoint::Kind::Unix && ep->kind != Endpoint::Kind::Tcp))
+      return bad("expected remote:unix:PATH or remote:tcp:HOST:PORT (a memsync wire server, e.g. ram-ul)");
+    p.remote = *ep;
+    return p;
+  }
   return Status::unsupported("backend '" + spec.text + "': the " + spec.scheme + ": backend is not part of this build yet");
 }
 
@@ -110,6 +121,14 @@ Result<std::shared_ptr<Store>> open_store(const BackendSpec& spec, const OpenOpt
         return Status::error(ENOENT, s.status().message() + " (add ?size=SIZE to create it)");
       return s.status();
     }
+    return std::shared_ptr<Store>(std::move(s).value());
+  }
+  if (spec.scheme == "remote") {
+    auto fd = connect_endpoint(plan->remote);
+    if (!fd) return fd.status();
+    auto s = wire::RemoteStore::open(std::make_unique<Channel>(std::move(fd).value()), wire::RemoteOptions{},
+                                     plan->remote.to_string());
+    if (!s) return s.status().with_context("connect to " + plan->remote.to_string());
     return std::shared_ptr<Store>(std::move(s).value());
   }
   auto s = DirStore::open(spec.location, plan->dir);

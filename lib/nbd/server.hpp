@@ -11,16 +11,14 @@
 // serve() and run() from one thread each.
 #pragma once
 
-#include <atomic>
-#include <list>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "backend/store.hpp"
 #include "nbd/export_config.hpp"
 #include "nbd/transmission.hpp"
+#include "net/acceptor.hpp"
 #include "net/channel.hpp"
 #include "util/fd.hpp"
 
@@ -52,24 +50,15 @@ class NbdServer {
   void join();
 
  private:
-  struct Connection {
-    std::shared_ptr<Channel> channel;
-    std::jthread thread;
-    std::atomic<bool> finished{false};
-  };
-  void reap(bool all);
-  void start_connection(UniqueFd conn);
   // Handshake then transmission on one channel; ok for an orderly end.
   Status converse(Channel& ch);
 
   std::shared_ptr<Store> store_;
   ServerOptions opts_;
-  UniqueFd wake_;  // eventfd: stop() and finished connections wake run()
-  std::atomic<bool> stopping_{false};
-  std::atomic<unsigned> active_{0};
-  std::mutex mu_;  // guards conns_ and the single-connection channel
-  std::list<Connection> conns_;
-  Channel* single_ = nullptr;
+  std::mutex mu_;  // guards single_ and stopping_
+  bool stopping_ = false;
+  Channel* single_ = nullptr;  // serve()'s connection
+  Acceptor acceptor_;          // last: its threads use the members above
 };
 
 }  // namespace memsync::nbd

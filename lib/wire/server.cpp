@@ -189,12 +189,28 @@ class Session {
 }  // namespace
 
 WireServer::WireServer(std::shared_ptr<Store> store, WireServerOptions opts)
-    : store_(std::move(store)), opts_(opts) {}
+    : store_(std::move(store)),
+      opts_(opts),
+      acceptor_([this](Channel& ch) { return serve(ch); }, opts.max_connections) {}
+
+WireServer::~WireServer() { stop(); }
 
 void WireServer::stop() {
   stopping_ = true;
-  std::lock_guard lock(mu_);
-  for (Channel* c : channels_) c->stop();
+  {
+    std::lock_guard lock(mu_);
+    for (Channel* c : channels_) c->stop();
+  }
+  acceptor_.stop();
+}
+
+void WireServer::adopt(UniqueFd conn) { acceptor_.adopt(std::move(conn)); }
+
+Status WireServer::run(std::vector<UniqueFd> listeners) {
+  MEMSYNC_TRY(acceptor_.run(std::move(listeners)));
+  Status st = store_->sync();
+  if (!st) return st.with_context("final sync");
+  return Status::ok();
 }
 
 Status WireServer::serve(Channel& ch) {

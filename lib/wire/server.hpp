@@ -18,6 +18,7 @@
 #include <mutex>
 
 #include "backend/store.hpp"
+#include "net/acceptor.hpp"
 #include "net/channel.hpp"
 #include "wire/frame.hpp"
 
@@ -28,14 +29,21 @@ struct WireServerOptions {
   uint32_t max_payload = kDefaultPayload;
   uint32_t max_inflight = kDefaultInflight;
   unsigned threads = 8;                // workers per connection
+  unsigned max_connections = 64;
 };
 
 class WireServer {
  public:
   WireServer(std::shared_ptr<Store> store, WireServerOptions opts);
 
+  ~WireServer();
+
   // One connection until the client closes it (ok) or breaks the protocol.
   Status serve(Channel& ch);
+  // Accepts on listening sockets until stop(); then syncs the store.
+  Status run(std::vector<UniqueFd> listeners);
+  // Serves a connected socket on a thread of its own.
+  void adopt(UniqueFd conn);
   // Stops every session: no further requests are read; queued ones finish.
   void stop();
 
@@ -45,6 +53,7 @@ class WireServer {
   std::atomic<bool> stopping_{false};
   std::mutex mu_;
   std::vector<Channel*> channels_;  // guarded by mu_
+  Acceptor acceptor_;               // last: its threads use the members above
 };
 
 }  // namespace memsync::wire

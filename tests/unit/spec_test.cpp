@@ -55,9 +55,15 @@ TEST(OpenStore, MessagesNameTheProblem) {
   r = open_store("mem:1G?x=1");
   ASSERT_FALSE(r);
   EXPECT_NE(r.status().message().find("unknown parameter 'x'"), std::string::npos);
-  r = open_store("remote:tcp:h:1");
+  r = open_store("redis:unix:/tmp/r.sock");
   ASSERT_FALSE(r);
   EXPECT_TRUE(r.status().is_unsupported());
+  r = open_store("remote:fd:3");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("remote:unix:PATH"), std::string::npos) << r.status().message();
+  r = open_store("remote:unix:/definitely/not/here.sock");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), ENOENT) << r.status().message();
   r = open_store("/definitely/not/here.img");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.status().code(), ENOENT);
