@@ -2,7 +2,6 @@
 // fed with arbitrary client bytes over a socketpair, against a small mem:
 // store. Covers option parsing, meta context parsing, request parsing and
 // the reply paths. Nothing may crash, leak, hang or read out of bounds.
-#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,6 +10,7 @@
 #include <thread>
 
 #include "backend/mem_store.hpp"
+#include "fuzz/feed_connection.hpp"
 #include "nbd/server.hpp"
 #include "util/log.hpp"
 
@@ -30,23 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Channel ch{UniqueFd(sv[1])};
     (void)server.serve(ch);
   });
-  // Feed the input while draining replies, then close our side.
-  size_t sent = 0;
-  char sink[65536];
-  bool open = true;
-  while (open) {
-    pollfd p{sv[0], static_cast<short>(POLLIN | (sent < size ? POLLOUT : 0)), 0};
-    if (::poll(&p, 1, 1000) <= 0) break;
-    if (p.revents & POLLIN) {
-      if (::recv(sv[0], sink, sizeof sink, 0) <= 0) open = false;
-    }
-    if (open && sent < size && (p.revents & POLLOUT)) {
-      ssize_t n = ::send(sv[0], data + sent, size - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n > 0) sent += static_cast<size_t>(n);
-      if (sent == size) ::shutdown(sv[0], SHUT_WR);
-    }
-    if (size == 0 && sent == 0) { ::shutdown(sv[0], SHUT_WR); sent = 1; }
-  }
+  fuzz::feed_and_drain(sv[0], data, size);
   server.stop();
   srv.join();
   ::close(sv[0]);
