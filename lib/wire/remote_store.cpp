@@ -175,26 +175,24 @@ Status RemoteStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
 
 Status RemoteStore::sync() { return call(kSync, 0, {}); }
 
-Status RemoteStore::trim(uint64_t offset, uint64_t length) {
-  if (!(terms_.features & kFeatureTrim)) return Store::trim(offset, length);
+Status RemoteStore::zero_range(uint16_t type, uint64_t offset, uint64_t length) {
   for (uint64_t done = 0; done < length;) {
     uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(length - done, 1u << 30));
     auto req = encode_range(Range{offset + done, n});
-    MEMSYNC_TRY(call(kTrim, 0, {req}));
+    MEMSYNC_TRY(call(type, 0, {req}));
     done += n;
   }
   return Status::ok();
 }
 
+Status RemoteStore::trim(uint64_t offset, uint64_t length) {
+  if (!(terms_.features & kFeatureTrim)) return Store::trim(offset, length);
+  return zero_range(kTrim, offset, length);
+}
+
 Status RemoteStore::write_zeroes(uint64_t offset, uint64_t length, bool may_punch) {
   if (!(terms_.features & kFeatureTrim)) return Store::write_zeroes(offset, length, may_punch);
-  for (uint64_t done = 0; done < length;) {
-    uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(length - done, 1u << 30));
-    auto req = encode_range(Range{offset + done, n});
-    MEMSYNC_TRY(call(kWriteZeroes, 0, {req}));
-    done += n;
-  }
-  return Status::ok();
+  return zero_range(kWriteZeroes, offset, length);
 }
 
 }  // namespace memsync::wire

@@ -60,6 +60,8 @@ class RemoteStore final : public Store {
   // the data.
   Status call(uint16_t type, uint16_t flags, std::initializer_list<std::span<const std::byte>> parts,
               std::span<std::byte> into = {});
+  // TRIM or WRITE_ZEROES over a range of any length, in 1 GiB requests.
+  Status zero_range(uint16_t type, uint64_t offset, uint64_t length);
   void read_replies();
   Status deliver(const FrameHeader& h, Pending& p);
   void fail_all(const Status& st);

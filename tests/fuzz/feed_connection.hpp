@@ -6,8 +6,13 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <thread>
+
+#include "net/channel.hpp"
 
 namespace memsync::fuzz {
 
@@ -28,6 +33,22 @@ inline void feed_and_drain(int fd, const uint8_t* data, size_t size) {
       if (sent == size) ::shutdown(fd, SHUT_WR);
     }
   }
+}
+
+// Serves one connection with server.serve() on a thread, plays `data` as
+// the client, then stops the server and waits for it.
+template <class Server>
+void play_session(Server& server, const uint8_t* data, size_t size) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return;
+  std::jthread srv([&] {
+    Channel ch{UniqueFd(sv[1])};
+    (void)server.serve(ch);
+  });
+  feed_and_drain(sv[0], data, size);
+  server.stop();
+  srv.join();
+  ::close(sv[0]);
 }
 
 }  // namespace memsync::fuzz

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "../helpers/socket_pair.hpp"
 #include "../helpers/raw_nbd_client.hpp"
 #include "backend/mem_store.hpp"
 #include "kernel/attach.hpp"
@@ -104,11 +105,7 @@ TEST(NbdDevice, Names) {
   for (const char* bad : {"", "/dev/sda", "/dev/nbd", "nbd1p1", "/dev/nbd-1", "x"}) EXPECT_FALSE(parse_device(bad)) << bad;
 }
 
-std::pair<UniqueFd, UniqueFd> pair_of_sockets() {
-  int sv[2];
-  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
-}
+using test::pair_of_sockets;
 
 // After handshake_for_kernel the socket speaks plain transmission with
 // simple replies, as the kernel expects: write then read back through it.

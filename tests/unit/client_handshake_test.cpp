@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "../helpers/raw_nbd_client.hpp"
+#include "../helpers/socket_pair.hpp"
 #include "backend/mem_store.hpp"
 #include "nbd/client_handshake.hpp"
 #include "nbd/protocol.hpp"
@@ -16,11 +17,7 @@ using namespace memsync::nbd;
 
 namespace {
 
-std::pair<UniqueFd, UniqueFd> pair_of_sockets() {
-  int sv[2];
-  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
-}
+using test::pair_of_sockets;
 
 // `server` serves one connection on its end of a socketpair, on a thread;
 // returns the client's channel and the thread (joined on destruction).

@@ -7,6 +7,7 @@
 #include <random>
 #include <thread>
 
+#include "../helpers/socket_pair.hpp"
 #include "backend/mem_store.hpp"
 #include "util/endian.hpp"
 #include "wire/framing.hpp"
@@ -18,11 +19,7 @@ using namespace memsync::wire;
 
 namespace {
 
-std::pair<UniqueFd, UniqueFd> pair_of_sockets() {
-  int sv[2];
-  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
-}
+using test::pair_of_sockets;
 
 // A WireServer serving `store` on one end of a socketpair, on a thread.
 struct Served {
