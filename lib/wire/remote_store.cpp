@@ -10,6 +10,10 @@
 
 namespace memsync::wire {
 
+namespace {
+constexpr unsigned kHelloTimeoutMs = 10000;
+}  // namespace
+
 struct RemoteStore::Pending {
   uint16_t type = 0;
   std::span<std::byte> into;
@@ -28,6 +32,8 @@ Result<std::shared_ptr<RemoteStore>> RemoteStore::open(std::unique_ptr<Channel> 
   hello.max_inflight = std::clamp(o.max_inflight, 1u, kMaxInflight);
   hello.name = o.name;
   auto body = encode_hello(hello);
+  // A peer that accepts and then says nothing must not hold us forever.
+  s->ch_->set_read_deadline(kHelloTimeoutMs);
   MEMSYNC_TRY(send_frame(*s->ch_, FrameHeader{kHello, 0, 0, 0}, {body}));
   auto h = read_header(*s->ch_, kHelloLimit);
   if (!h) return h.status().with_context("HELLO");
@@ -42,6 +48,7 @@ Result<std::shared_ptr<RemoteStore>> RemoteStore::open(std::unique_ptr<Channel> 
   auto rep = decode_hello_reply(payload);
   if (!rep) return rep.status();
   MEMSYNC_TRY(check_hello_reply(hello, *rep));
+  s->ch_->set_read_deadline(0);
   s->terms_ = *rep;
   RemoteStore* self = s.get();
   s->reader_ = std::jthread([self] { self->read_replies(); });

@@ -241,7 +241,7 @@ Status WireServer::serve(Channel& ch) {
   terms.max_inflight = opts_.max_inflight;
   terms.size = store_->size();
   terms.chunk_size = std::max<uint32_t>(4096, store_->block_size());
-  terms.read_only = store_->is_read_only();
+  terms.read_only = opts_.read_only || store_->is_read_only();
   auto rep = negotiate(*hello, terms);
   FrameHeader back{static_cast<uint16_t>(kHello | kReplyBit), 0, h->id, 0};
   if (!rep) {

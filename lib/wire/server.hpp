@@ -30,6 +30,7 @@ struct WireServerOptions {
   uint32_t max_inflight = kDefaultInflight;
   unsigned threads = 8;                // workers per connection
   unsigned max_connections = 64;
+  bool read_only = false;              // refuse writes even if the store takes them
 };
 
 class WireServer {

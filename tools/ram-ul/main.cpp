@@ -84,8 +84,9 @@ int upload_main(int argc, char** argv) {
   if (opts.threads == 0 || opts.threads > 1024) throw cli::UsageError("--threads: must be between 1 and 1024");
   if (opts.max_connections == 0) throw cli::UsageError("--max-connections: must be at least 1");
   if (no_compress) opts.features &= ~wire::kFeatureLz4;
+  opts.read_only = read_only;
   // Socket activation replaces the default listener, not an explicit one.
-  bool activated = std::getenv("LISTEN_FDS") != nullptr && vm["listen"].defaulted();
+  bool activated = std::getenv("LISTEN_FDS") != nullptr && !vm.count("listen");
   cli::ServiceSpec service_spec = cli::parse_service_options(activated ? "" : listen, "");
   if (service_spec.connected_fd) throw cli::UsageError("--listen: ram-ul needs a listening socket, not a connection");
 
