@@ -238,7 +238,21 @@ Status Channel::write(std::span<const std::span<const std::byte>> parts) {
   size_t first = 0;
   while (first < count) {
     int n_iov = static_cast<int>(std::min<size_t>(count - first, IOV_MAX));
-    ssize_t n = ::writev(write_fd(), iov + first, n_iov);
+    // sendmsg with MSG_NOSIGNAL: a peer that went away is an EPIPE here,
+    // never a SIGPIPE, even in a process that did not ignore the signal.
+    ssize_t n;
+    if (!out_not_socket_) {
+      msghdr m{};
+      m.msg_iov = iov + first;
+      m.msg_iovlen = static_cast<size_t>(n_iov);
+      n = ::sendmsg(write_fd(), &m, MSG_NOSIGNAL);
+      if (n < 0 && errno == ENOTSOCK) {
+        out_not_socket_ = true;
+        continue;
+      }
+    } else {
+      n = ::writev(write_fd(), iov + first, n_iov);
+    }
     if (n < 0) {
       if (errno == EINTR) continue;
       return Status::from_errno("write to connection");

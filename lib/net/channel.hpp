@@ -111,6 +111,7 @@ class Channel {
   size_t begin_ = 0, end_ = 0;
   bool clean_eof_ = false;
   size_t read_ahead_ = 0;
+  bool out_not_socket_ = false;  // guarded by write_mu_: use writev, not sendmsg
   std::optional<std::chrono::steady_clock::time_point> deadline_;
   UniqueFd pipe_r_, pipe_w_;  // read_to_file's splice pipe, made on first use
   bool splice_works_ = true;
