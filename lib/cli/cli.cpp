@@ -21,8 +21,11 @@ int fail(const std::string& what, const Status& st) {
   return kExitFailure;
 }
 
-int store_options(const boost::program_options::parsed_options& parsed,
-                  boost::program_options::variables_map& vm) {
+int parse_options(int argc, char** argv, const boost::program_options::options_description& desc,
+                  const char* positional, boost::program_options::variables_map& vm) {
+  boost::program_options::positional_options_description pos;
+  pos.add(positional, 1);
+  auto parsed = boost::program_options::command_line_parser(argc, argv).options(desc).positional(pos).run();
   int verbose = 0;
   for (auto& o : parsed.options)
     if (o.string_key == "verbose") ++verbose;

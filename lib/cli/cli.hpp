@@ -36,10 +36,11 @@ int fail(const std::string& what, const Status& st);
 
 int run_main(const char* tool, const std::function<int()>& body);
 
-// Stores parsed options into vm (and notifies), returning how many times
-// -v/--verbose was given: every tool counts repeated -v the same way.
-int store_options(const boost::program_options::parsed_options& parsed,
-                  boost::program_options::variables_map& vm);
+// Parses argv[0..argc) with `desc` and one positional argument named
+// `positional` into vm (and notifies), returning how many times
+// -v/--verbose was given: every tool parses and counts repeated -v alike.
+int parse_options(int argc, char** argv, const boost::program_options::options_description& desc,
+                  const char* positional, boost::program_options::variables_map& vm);
 
 // Throws UsageError(message) if st failed: for checks of option values.
 inline void usage_check(const Status& st) {

@@ -1,6 +1,5 @@
 #include "kernel/attach.hpp"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include "kernel/nbd_device.hpp"
@@ -33,12 +32,17 @@ Result<KernelConnection> handshake_for_kernel(UniqueFd sock, const std::string& 
   return KernelConnection{std::move(in), *info, ch.keep_alive()};
 }
 
-Result<NbdConnect> plan_connect(const nbd::ExportInfo& info, size_t connections, const AttachOptions& o) {
-  const uint32_t page = page_size();
-  if (connections == 0) return Status::invalid("no connection to attach");
+Status check_multi_conn(const nbd::ExportInfo& info, size_t connections) {
   if (connections > 1 && !(info.transmission_flags & nbd::kFlagCanMultiConn))
     return Status::error(EOPNOTSUPP, "the server does not allow several connections to this export "
                                      "(no CAN_MULTI_CONN): use one connection");
+  return Status::ok();
+}
+
+Result<NbdConnect> plan_connect(const nbd::ExportInfo& info, size_t connections, const AttachOptions& o) {
+  const uint32_t page = page_size();
+  if (connections == 0) return Status::invalid("no connection to attach");
+  MEMSYNC_TRY(check_multi_conn(info, connections));
   if (info.min_block > page)
     return Status::error(EOPNOTSUPP, "the server needs requests of at least " + format_size(info.min_block) +
                                          ", but the kernel's block size is at most the page size (" +

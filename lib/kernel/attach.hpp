@@ -55,6 +55,10 @@ Result<KernelConnection> handshake_for_kernel(UniqueFd sock, const std::string& 
                                               const TlsClientContext* tls = nullptr,
                                               std::chrono::milliseconds limit = std::chrono::seconds(30));
 
+// EOPNOTSUPP when `connections` > 1 and the server does not allow
+// multi-conn; connectors ask after the first handshake, before opening more.
+Status check_multi_conn(const nbd::ExportInfo& info, size_t connections);
+
 // Checks that the kernel can serve this export with `connections` sockets
 // and fills in the connect request (sockets left empty). Refuses: several
 // connections without CAN_MULTI_CONN, a server minimum block size above the

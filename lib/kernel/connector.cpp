@@ -9,7 +9,6 @@
 #include <cstdlib>
 #include <thread>
 
-#include "nbd/protocol.hpp"
 #include "util/log.hpp"
 #include "util/process.hpp"
 
@@ -35,9 +34,7 @@ Result<std::vector<KernelConnection>> EndpointConnector::connect(unsigned n) {
     if (!fd) return fd.status();
     auto c = handshake_for_kernel(std::move(fd).value(), export_name_, tls_.get());
     if (!c) return c.status();
-    if (i == 0 && n > 1 && !(c->info.transmission_flags & nbd::kFlagCanMultiConn))
-      return Status::error(EOPNOTSUPP, "the server does not allow several connections to this export "
-                                       "(no CAN_MULTI_CONN): use one connection");
+    if (i == 0) MEMSYNC_TRY(check_multi_conn(c->info, n));
     out.push_back(std::move(c).value());
   }
   return out;
@@ -127,9 +124,7 @@ Result<std::vector<KernelConnection>> CommandConnector::connect(unsigned n) {
                                              " during the handshake");
       return c.status();
     }
-    if (out.empty() && n > 1 && !(c->info.transmission_flags & nbd::kFlagCanMultiConn))
-      return Status::error(EOPNOTSUPP, "'" + argv_[0] + "' does not allow several connections "
-                                       "(no CAN_MULTI_CONN): use one connection");
+    if (out.empty()) MEMSYNC_TRY(check_multi_conn(c->info, n));
     out.push_back(std::move(c).value());
   }
   return out;

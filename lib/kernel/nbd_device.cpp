@@ -1,17 +1,12 @@
 #include "kernel/nbd_device.hpp"
 
-#include <fcntl.h>
-#include <sys/ioctl.h>
-#include <linux/fs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <thread>
-
-#include "util/fd.hpp"
 
 namespace memsync::kernel {
 namespace {

@@ -62,7 +62,6 @@ void Readiness::ready(const std::string& line) {
   }
   (void)!::write(pipe_.get(), text.data(), text.size());
   pipe_.reset();
-  reported_background_ = true;
 }
 
 Result<PidFile> PidFile::write(const std::string& path) {

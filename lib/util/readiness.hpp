@@ -27,11 +27,9 @@ class Readiness {
   static Result<Readiness> background();
 
   void ready(const std::string& line);
-  bool in_background() const { return pipe_.valid() || reported_background_; }
 
  private:
   UniqueFd pipe_;  // to the waiting parent
-  bool reported_background_ = false;
 };
 
 // Writes our pid to path (replacing it); the returned object removes the

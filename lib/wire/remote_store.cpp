@@ -96,11 +96,6 @@ Status RemoteStore::deliver(const FrameHeader& h, Pending& p) {
     return ch_->read_exact(p.into);
   }
   if (h.flags != 0) return Status::error(EPROTO, "memsync wire protocol: unexpected reply flags");
-  if (p.type == kSize) {
-    std::vector<std::byte> payload(h.length);
-    MEMSYNC_TRY(ch_->read_exact(payload));
-    return payload.size() == 8 ? Status::ok() : Status::error(EPROTO, "memsync wire protocol: bad SIZE reply");
-  }
   if (h.length != 0) return Status::error(EPROTO, "memsync wire protocol: a reply with unexpected data");
   return Status::ok();
 }

@@ -198,11 +198,8 @@ int attach_main(int argc, char** argv) {
       ("help,h", po::bool_switch(&help))
       ("version,V", po::bool_switch(&version))
       ("target", po::value(&o.target));
-  po::positional_options_description pos;
-  pos.add("target", 1);
   po::variables_map vm;
-  auto parsed = po::command_line_parser(split, argv).options(desc).positional(pos).run();
-  verbose = cli::store_options(parsed, vm);
+  verbose = cli::parse_options(split, argv, desc, "target", vm);
   for (int i = split + 1; i < argc; ++i) o.command.emplace_back(argv[i]);
 
   if (help) { std::cout << kUsage; return cli::kExitOk; }

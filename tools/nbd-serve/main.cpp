@@ -100,11 +100,8 @@ int serve_main(int argc, char** argv) {
       ("help,h", po::bool_switch(&help))
       ("version,V", po::bool_switch(&version))
       ("backend", po::value(&backend));
-  po::positional_options_description pos;
-  pos.add("backend", 1);
   po::variables_map vm;
-  auto parsed = po::command_line_parser(argc, argv).options(desc).positional(pos).run();
-  verbose = cli::store_options(parsed, vm);
+  verbose = cli::parse_options(argc, argv, desc, "backend", vm);
 
   if (help) { std::cout << kUsage; return cli::kExitOk; }
   if (version) { std::cout << cli::version_text("nbd-serve"); return cli::kExitOk; }
