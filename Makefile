@@ -24,7 +24,7 @@ WARN      := -Wall -Wextra -Werror -Wno-missing-field-initializers
 CPPFLAGS  := -Ilib -Itests -I/usr/include/libnl3 -DMEMSYNC_VERSION='"$(VERSION)"' -D_GNU_SOURCE
 CXXFLAGS  ?= -O2 -g
 CXXSTD    := -std=c++20 -pthread $(WARN)
-LDLIBS    := -lboost_program_options -lssl -lcrypto -lnl-genl-3 -lnl-3 -llz4 -pthread
+LDLIBS    := -lboost_program_options -lssl -lcrypto -lnl-genl-3 -lnl-3 -llz4 -lhiredis -pthread
 
 LIB_SRC   := $(sort $(wildcard lib/*/*.cpp))
 LIB_OBJ   := $(LIB_SRC:%.cpp=$(BUILD)/%.o)

@@ -20,6 +20,7 @@ class MemStore final : public Store {
   Status write_at(std::span<const std::byte> buf, uint64_t offset) override;
   Status sync() override { return Status::ok(); }
   bool can_multi_conn() const override { return true; }
+  bool is_volatile() const override { return true; }
   bool can_trim() const override { return true; }
   Status trim(uint64_t offset, uint64_t length) override { return write_zeroes(offset, length, true); }
   Status write_zeroes(uint64_t offset, uint64_t length, bool may_punch) override;

@@ -17,7 +17,8 @@ struct Plan {
   uint64_t mem_size = 0;
   FileStoreOptions file;
   DirStoreOptions dir;
-  Endpoint remote;
+  wire::RemoteTarget remote;
+  wire::RemoteOptions remote_opts;
 };
 
 Status check_params(const BackendSpec& spec, std::initializer_list<std::string_view> allowed) {
@@ -40,6 +41,48 @@ Result<std::optional<uint64_t>> size_param(const BackendSpec& spec, const std::s
   auto v = parse_size(it->second);
   if (!v) return v.status().with_context("backend '" + spec.text + "': " + key);
   return std::optional<uint64_t>(*v);
+}
+
+Result<bool> yes_no(const BackendSpec& spec, const std::string& key, const std::string& value) {
+  if (value == "yes" || value == "on" || value == "true" || value == "1") return true;
+  if (value == "no" || value == "off" || value == "false" || value == "0") return false;
+  return Status::invalid("backend '" + spec.text + "': " + key + " must be yes or no, not '" + value + "'");
+}
+
+// remote:ENDPOINT?... parameters (see wire/remote_target.hpp).
+Status remote_params(const BackendSpec& spec, Plan& p) {
+  MEMSYNC_TRY(check_params(spec, {"tls", "tls-ca", "tls-cert", "tls-key", "tls-psk", "tls-identity", "tls-hostname",
+                                  "tls-verify", "compress", "timeout"}));
+  TlsClientOptions tls;
+  bool want_tls = false;
+  for (auto& [key, value] : spec.params) {
+    if (key == "timeout") {
+      auto d = parse_duration(value);
+      if (!d) return d.status().with_context("backend '" + spec.text + "': timeout");
+      p.remote_opts.outage_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+      if (d->count() > 0 && p.remote_opts.outage_timeout.count() == 0) p.remote_opts.outage_timeout = std::chrono::milliseconds(1);
+      continue;
+    }
+    if (key == "compress" || key == "tls" || key == "tls-verify") {
+      auto on = yes_no(spec, key, value);
+      if (!on) return on.status();
+      if (key == "compress" && !*on) p.remote_opts.features &= ~wire::kFeatureLz4;
+      if (key == "tls") want_tls = *on;
+      if (key == "tls-verify") tls.verify_peer = *on;
+      continue;
+    }
+    want_tls = true;
+    if (key == "tls-ca") tls.ca_file = value;
+    else if (key == "tls-cert") tls.cert_file = value;
+    else if (key == "tls-key") tls.key_file = value;
+    else if (key == "tls-psk") tls.psk_file = value;
+    else if (key == "tls-identity") tls.psk_identity = value;
+    else if (key == "tls-hostname") tls.hostname = value;
+  }
+  if (tls.cert_file.empty() != tls.key_file.empty())
+    return Status::invalid("backend '" + spec.text + "': tls-cert and tls-key go together");
+  if (want_tls) p.remote.tls = tls;
+  return Status::ok();
 }
 
 Result<Plan> make_plan(const BackendSpec& spec, const OpenOptions& opts) {
@@ -81,11 +124,11 @@ Result<Plan> make_plan(const BackendSpec& spec, const OpenOptions& opts) {
     return p;
   }
   if (spec.scheme == "remote") {
-    MEMSYNC_TRY(check_params(spec, {}));
     auto ep = parse_endpoint(spec.location);
     if (!ep || (ep->kind != Endpoint::Kind::Unix && ep->kind != Endpoint::Kind::Tcp))
       return bad("expected remote:unix:PATH or remote:tcp:HOST:PORT (a memsync wire server, e.g. ram-ul)");
-    p.remote = *ep;
+    p.remote.endpoint = *ep;
+    MEMSYNC_TRY(remote_params(spec, p));
     return p;
   }
   return Status::unsupported("backend '" + spec.text + "': the " + spec.scheme + ": backend is not part of this build yet");
@@ -124,10 +167,7 @@ Result<std::shared_ptr<Store>> open_store(const BackendSpec& spec, const OpenOpt
     return std::shared_ptr<Store>(std::move(s).value());
   }
   if (spec.scheme == "remote") {
-    auto fd = connect_endpoint(plan->remote);
-    if (!fd) return fd.status();
-    auto s = wire::RemoteStore::open(std::make_unique<Channel>(std::move(fd).value()), wire::RemoteOptions{},
-                                     plan->remote.to_string());
+    auto s = wire::RemoteStore::connect(plan->remote, plan->remote_opts);
     if (!s) return s.status().with_context("connect to " + plan->remote.to_string());
     return std::shared_ptr<Store>(std::move(s).value());
   }

@@ -55,6 +55,9 @@ class Store {
   virtual uint32_t block_size() const { return 1; }
   // True when no write can ever succeed (a read-only file, say).
   virtual bool is_read_only() const { return false; }
+  // True when the content lives only as long as this process (memory): a
+  // server that restarts comes back empty, which wire clients must notice.
+  virtual bool is_volatile() const { return false; }
   // True when sync() is effective across all users of this store at once, so
   // NBD clients may spread I/O across connections (NBD_FLAG_CAN_MULTI_CONN).
   virtual bool can_multi_conn() const { return false; }
@@ -124,6 +127,7 @@ class StoreWrapper : public Store {
   uint32_t block_size() const override { return inner_->block_size(); }
   bool is_read_only() const override { return inner_->is_read_only(); }
   bool can_multi_conn() const override { return inner_->can_multi_conn(); }
+  bool is_volatile() const override { return inner_->is_volatile(); }
   bool can_trim() const override { return inner_->can_trim(); }
   Status trim(uint64_t o, uint64_t l) override { return inner_->trim(o, l); }
   Status write_zeroes(uint64_t o, uint64_t l, bool p) override { return inner_->write_zeroes(o, l, p); }

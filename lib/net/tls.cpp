@@ -5,6 +5,7 @@
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -14,6 +15,7 @@
 
 #include "util/hex.hpp"
 #include "util/log.hpp"
+#include "util/sigpipe_guard.hpp"
 
 namespace memsync {
 namespace {
@@ -60,6 +62,16 @@ unsigned int psk_client_callback(SSL* ssl, const char* /*hint*/, char* identity,
 
 void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
+// Bounds a blocking handshake: a peer that connects and then says nothing
+// fails it after 10 s instead of holding a thread forever. (The relay runs
+// non-blocking afterwards, where these timeouts do not apply; on a pipe
+// setsockopt fails harmlessly.)
+void limit_handshake_time(int fd) {
+  timeval tv{10, 0};
+  (void)::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  (void)::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
 // The one owner of a TLS connection: moves bytes both ways until both
 // directions are finished. Every SSL call happens on its thread.
 class Relay {
@@ -78,6 +90,7 @@ class Relay {
   int net_w() const { return out_.valid() ? out_.get() : in_.get(); }
 
   void run() {
+    SigpipeGuard no_sigpipe;  // SSL_write to a vanished peer: EPIPE, not death
     set_nonblocking(net_r());
     set_nonblocking(net_w());
     set_nonblocking(plain_.get());
@@ -312,6 +325,8 @@ Result<TlsServerContext::Accepted> TlsClientContext::connect(UniqueFd sock) cons
       return Status::io(openssl_error("set the expected TLS host name"));
     }
   }
+  limit_handshake_time(sock.get());
+  SigpipeGuard no_sigpipe;
   if (SSL_connect(ssl) != 1) {
     std::string why = openssl_error("TLS handshake with the server");
     long v = SSL_get_verify_result(ssl);
@@ -329,6 +344,9 @@ Result<TlsServerContext::Accepted> TlsServerContext::accept(UniqueFd in, UniqueF
   int wfd = out.valid() ? out.get() : in.get();
   SSL_set_rfd(ssl, in.get());
   SSL_set_wfd(ssl, wfd);
+  limit_handshake_time(in.get());
+  if (out.valid()) limit_handshake_time(out.get());
+  SigpipeGuard no_sigpipe;  // the alert for a refused client may hit a closed socket
   int r = SSL_accept(ssl);
   if (r != 1) {
     // EACCES, not a connection error: a refused handshake deserves a warning.

@@ -40,7 +40,7 @@ Result<FrameHeader> decode_header(std::span<const std::byte> in, uint32_t max_le
 std::vector<std::byte> encode_hello(const Hello& h) {
   ByteWriter w;
   std::string_view name(h.name.data(), std::min(h.name.size(), kMaxNameLength));
-  w.u16(h.version_min).u16(h.version_max).u64(h.features).u32(h.max_payload).u32(h.max_inflight);
+  w.u16(h.version_min).u16(h.version_max).u64(h.features).u32(h.max_payload).u32(h.max_inflight).u64(h.client_id);
   w.u16(static_cast<uint16_t>(name.size())).str(name);
   return to_vector(w);
 }
@@ -53,6 +53,7 @@ Result<Hello> decode_hello(std::span<const std::byte> payload) {
   h.features = r.u64();
   h.max_payload = r.u32();
   h.max_inflight = r.u32();
+  h.client_id = r.u64();
   uint16_t n = r.u16();
   if (!r.ok()) return protocol_error("short HELLO");
   if (n > kMaxNameLength) return protocol_error("HELLO client name longer than 255 bytes");
@@ -66,7 +67,7 @@ Result<Hello> decode_hello(std::span<const std::byte> payload) {
 std::vector<std::byte> encode_hello_reply(const HelloReply& rep) {
   ByteWriter w;
   w.u16(rep.version).u64(rep.features).u32(rep.max_payload).u32(rep.max_inflight).u64(rep.size);
-  w.u32(rep.chunk_size).u8(rep.read_only ? 1 : 0);
+  w.u32(rep.chunk_size).u8(rep.read_only ? 1 : 0).u64(rep.store_id);
   return to_vector(w);
 }
 
@@ -80,6 +81,7 @@ Result<HelloReply> decode_hello_reply(std::span<const std::byte> payload) {
   rep.size = r.u64();
   rep.chunk_size = r.u32();
   uint8_t ro = r.u8();
+  rep.store_id = r.u64();
   if (!r.ok()) return protocol_error("short HELLO reply");
   if (r.remaining() != 0) return protocol_error("trailing bytes after the HELLO reply");
   if (ro > 1) return protocol_error("HELLO reply with a read-only value other than 0 or 1");
@@ -101,6 +103,7 @@ Result<HelloReply> negotiate(const Hello& hello, const ServerTerms& terms) {
   rep.size = terms.size;
   rep.chunk_size = terms.chunk_size;
   rep.read_only = terms.read_only;
+  rep.store_id = terms.store_id;
   return rep;
 }
 

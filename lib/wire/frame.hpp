@@ -38,6 +38,11 @@ struct Hello {
   uint64_t features = 0;
   uint32_t max_payload = kDefaultPayload;
   uint32_t max_inflight = kDefaultInflight;
+  // The same on every connection of one client, random: a server fences
+  // (stops, drains) the client's older connections before it answers, so
+  // a request resent after a reconnect never races its lost original.
+  // 0: no fencing.
+  uint64_t client_id = 0;
   std::string name;  // the client, for logs
 };
 std::vector<std::byte> encode_hello(const Hello& h);
@@ -51,6 +56,10 @@ struct HelloReply {
   uint64_t size = 0;
   uint32_t chunk_size = 4096;
   bool read_only = false;
+  // Equal ids mean the same content: a reconnecting client refuses a store
+  // whose id changed (a memory server that restarted is empty). 0: the
+  // content outlives the server (files), or the server cannot tell.
+  uint64_t store_id = 0;
 };
 std::vector<std::byte> encode_hello_reply(const HelloReply& r);
 Result<HelloReply> decode_hello_reply(std::span<const std::byte> payload);
@@ -65,6 +74,7 @@ struct ServerTerms {
   uint64_t size = 0;
   uint32_t chunk_size = 4096;
   bool read_only = false;
+  uint64_t store_id = 0;
 };
 Result<HelloReply> negotiate(const Hello& hello, const ServerTerms& terms);
 // The client's check of a server's answer to its HELLO.

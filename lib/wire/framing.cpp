@@ -5,7 +5,7 @@
 
 namespace memsync::wire {
 
-Status send_frame(Channel& ch, const FrameHeader& h, std::initializer_list<std::span<const std::byte>> parts) {
+Status send_frame(Channel& ch, const FrameHeader& h, std::span<const std::span<const std::byte>> parts) {
   std::array<std::byte, kHeaderSize> head;
   FrameHeader with_length = h;
   uint64_t total = 0;

@@ -13,7 +13,10 @@
 
 namespace memsync::wire {
 
-Status send_frame(Channel& ch, const FrameHeader& h, std::initializer_list<std::span<const std::byte>> parts = {});
+Status send_frame(Channel& ch, const FrameHeader& h, std::span<const std::span<const std::byte>> parts);
+inline Status send_frame(Channel& ch, const FrameHeader& h, std::initializer_list<std::span<const std::byte>> parts = {}) {
+  return send_frame(ch, h, std::span<const std::span<const std::byte>>(parts.begin(), parts.size()));
+}
 Result<FrameHeader> read_header(Channel& ch, uint32_t max_length);
 
 }  // namespace memsync::wire

@@ -1,6 +1,8 @@
 #include "wire/remote_store.hpp"
 
 #include <algorithm>
+#include <array>
+#include <random>
 #include <vector>
 
 #include "util/endian.hpp"
@@ -12,33 +14,80 @@ namespace memsync::wire {
 
 namespace {
 constexpr unsigned kHelloTimeoutMs = 10000;
+constexpr auto kFirstBackoff = std::chrono::milliseconds(100);
+constexpr auto kMaxBackoff = std::chrono::seconds(5);
+
+std::string seconds_text(std::chrono::milliseconds ms) {
+  return std::to_string(ms.count() / 1000) + (ms.count() % 1000 ? "." + std::to_string(ms.count() % 1000 / 100) : "") +
+         " s";
+}
 }  // namespace
 
+// One request, owned by its caller's stack frame until `done`. Its parts
+// point into the caller's memory, which stays put while the caller waits,
+// so the reader can send the request again after a reconnect.
 struct RemoteStore::Pending {
   uint16_t type = 0;
+  uint16_t flags = 0;
+  std::array<std::span<const std::byte>, 2> parts{};
+  size_t part_count = 0;
   std::span<std::byte> into;
-  bool done = false;
+  uint64_t sent_on = 0;  // guarded by write_mu_: the connection generation it went out on
+  bool done = false;     // guarded by mu_
   Status status;
 };
+
+Result<std::shared_ptr<RemoteStore>> RemoteStore::connect(const RemoteTarget& target, const RemoteOptions& o) {
+  return open([target] { return dial(target); }, o, target.to_string());
+}
 
 Result<std::shared_ptr<RemoteStore>> RemoteStore::open(std::unique_ptr<Channel> ch, const RemoteOptions& o,
                                                        std::string description) {
   std::shared_ptr<RemoteStore> s(new RemoteStore());
-  s->ch_ = std::move(ch);
+  s->conn_.channel = std::move(ch);
+  return start(std::move(s), nullptr, o, std::move(description));
+}
+
+Result<std::shared_ptr<RemoteStore>> RemoteStore::open(Dialer dial, const RemoteOptions& o, std::string description) {
+  auto c = dial();
+  if (!c) return c.status();
+  std::shared_ptr<RemoteStore> s(new RemoteStore());
+  s->conn_ = std::move(c).value();
+  return start(std::move(s), std::move(dial), o, std::move(description));
+}
+
+Result<std::shared_ptr<RemoteStore>> RemoteStore::start(std::shared_ptr<RemoteStore> s, Dialer dial,
+                                                        const RemoteOptions& o, std::string description) {
+  s->dial_ = std::move(dial);
+  s->opts_ = o;
   s->description_ = std::move(description);
-  Hello hello;
-  hello.features = o.features & kFeaturesKnown;
-  hello.max_payload = std::clamp(o.max_payload, kMinPayload, kMaxPayload);
-  hello.max_inflight = std::clamp(o.max_inflight, 1u, kMaxInflight);
-  hello.name = o.name;
-  auto body = encode_hello(hello);
+  s->hello_.features = o.features & kFeaturesKnown;
+  s->hello_.max_payload = std::clamp(o.max_payload, kMinPayload, kMaxPayload);
+  s->hello_.max_inflight = std::clamp(o.max_inflight, 1u, kMaxInflight);
+  s->hello_.name = o.name;
+  if (s->dial_) {  // only a client that reconnects needs the server's fence
+    std::random_device rd;
+    while (s->hello_.client_id == 0) s->hello_.client_id = (uint64_t{rd()} << 32) | rd();
+  }
+  auto terms = s->handshake(*s->conn_.channel);
+  if (!terms) return terms.status();
+  s->terms_ = *terms;
+  s->generation_ = 1;
+  s->connected_ = true;
+  RemoteStore* self = s.get();
+  s->reader_ = std::jthread([self] { self->run_reader(); });
+  return s;
+}
+
+Result<HelloReply> RemoteStore::handshake(Channel& ch) {
+  auto body = encode_hello(hello_);
   // A peer that accepts and then says nothing must not hold us forever.
-  s->ch_->set_read_deadline(kHelloTimeoutMs);
-  MEMSYNC_TRY(send_frame(*s->ch_, FrameHeader{kHello, 0, 0, 0}, {body}));
-  auto h = read_header(*s->ch_, kHelloLimit);
+  ch.set_read_deadline(kHelloTimeoutMs);
+  MEMSYNC_TRY(send_frame(ch, FrameHeader{kHello, 0, 0, 0}, {body}));
+  auto h = read_header(ch, kHelloLimit);
   if (!h) return h.status().with_context("HELLO");
   std::vector<std::byte> payload(h->length);
-  MEMSYNC_TRY(s->ch_->read_exact(payload));
+  MEMSYNC_TRY(ch.read_exact(payload));
   if (h->type != (kHello | kReplyBit)) return Status::error(EPROTO, "memsync wire protocol: HELLO answered with another frame");
   if (h->is_error()) {
     auto e = decode_error(payload);
@@ -47,24 +96,28 @@ Result<std::shared_ptr<RemoteStore>> RemoteStore::open(std::unique_ptr<Channel> 
   }
   auto rep = decode_hello_reply(payload);
   if (!rep) return rep.status();
-  MEMSYNC_TRY(check_hello_reply(hello, *rep));
-  s->ch_->set_read_deadline(0);
-  s->terms_ = *rep;
-  RemoteStore* self = s.get();
-  s->reader_ = std::jthread([self] { self->read_replies(); });
-  return s;
+  MEMSYNC_TRY(check_hello_reply(hello_, *rep));
+  ch.set_read_deadline(0);
+  return *rep;
 }
 
 RemoteStore::~RemoteStore() {
-  ch_->stop();  // the reader wakes, fails what is left, and ends
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();  // ends a backoff wait
+  {
+    std::lock_guard lock(write_mu_);
+    if (conn_.channel) conn_.channel->stop();  // the reader wakes, fails what is left, and ends
+  }
   if (reader_.joinable()) reader_.join();
 }
 
-void RemoteStore::fail_all(const Status& st) {
+void RemoteStore::fail_all(const Status& st, bool permanent) {
   std::lock_guard lock(mu_);
-  if (is_broken_) return;
-  is_broken_ = true;
-  broken_ = st;
+  if (permanent) is_permanent_ = true;
+  if (!is_permanent_ || permanent) failing_ = st;
   for (auto& [id, p] : pending_) {
     p->status = st;
     p->done = true;
@@ -73,52 +126,49 @@ void RemoteStore::fail_all(const Status& st) {
   cv_.notify_all();
 }
 
-Status RemoteStore::deliver(const FrameHeader& h, Pending& p) {
+Status RemoteStore::deliver(Channel& ch, const FrameHeader& h, Pending& p) {
   // Runs on the reader with the payload still unread: it must consume
   // exactly h.length bytes or fail the connection.
   if ((h.type & ~kReplyBit) != p.type) return Status::error(EPROTO, "memsync wire protocol: reply of the wrong type");
   if (h.is_error()) {
     std::vector<std::byte> payload(h.length);
-    MEMSYNC_TRY(ch_->read_exact(payload));
+    MEMSYNC_TRY(ch.read_exact(payload));
     auto e = decode_error(payload);
     if (!e) return e.status();
     p.status = to_status(*e, description_);
+    // The NBD client sees only EIO: the reason belongs in our log.
+    log::warn(p.status.message());
     return Status::ok();
   }
   if (p.type == kRead) {
     if (h.flags & kFlagCompressed) {
       if (!(terms_.features & kFeatureLz4)) return Status::error(EPROTO, "memsync wire protocol: unasked compression");
       std::vector<std::byte> packed(h.length);
-      MEMSYNC_TRY(ch_->read_exact(packed));
+      MEMSYNC_TRY(ch.read_exact(packed));
       return decompress_payload(packed, p.into);
     }
     if (h.length != p.into.size()) return Status::error(EPROTO, "memsync wire protocol: READ reply of the wrong length");
-    return ch_->read_exact(p.into);
+    return ch.read_exact(p.into);
   }
   if (h.flags != 0) return Status::error(EPROTO, "memsync wire protocol: unexpected reply flags");
   if (h.length != 0) return Status::error(EPROTO, "memsync wire protocol: a reply with unexpected data");
   return Status::ok();
 }
 
-void RemoteStore::read_replies() {
+Status RemoteStore::read_replies(Channel& ch) {
   for (;;) {
-    auto h = read_header(*ch_, terms_.max_payload + kFrameSlack);
-    Status st = h ? Status::ok() : h.status();
-    if (st && !h->is_reply()) st = Status::error(EPROTO, "memsync wire protocol: the server sent a request");
+    auto h = read_header(ch, terms_.max_payload + kFrameSlack);
+    if (!h) return h.status();
+    if (!h->is_reply()) return Status::error(EPROTO, "memsync wire protocol: the server sent a request");
     Pending* p = nullptr;
-    if (st) {
+    {
       std::lock_guard lock(mu_);
       auto it = pending_.find(h->id);
-      if (it == pending_.end()) st = Status::error(EPROTO, "memsync wire protocol: a reply to no request");
-      else p = it->second;
+      if (it == pending_.end()) return Status::error(EPROTO, "memsync wire protocol: a reply to no request");
+      p = it->second;
     }
     // The caller waits (its buffer is ours) until we mark it done below.
-    if (st) st = deliver(*h, *p);
-    if (!st) {
-      if (!ch_->stopped()) log::warn(description_ + ": connection lost: " + st.message());
-      fail_all(Status::error(ECONNRESET, description_ + ": connection lost: " + st.message()));
-      return;
-    }
+    MEMSYNC_TRY(deliver(ch, *h, *p));
     std::lock_guard lock(mu_);
     pending_.erase(h->id);
     p->done = true;
@@ -126,25 +176,129 @@ void RemoteStore::read_replies() {
   }
 }
 
+bool RemoteStore::stopping() {
+  std::lock_guard lock(mu_);
+  return stopping_;
+}
+
+void RemoteStore::run_reader() {
+  for (;;) {
+    Status lost = read_replies(*conn_.channel);
+    {
+      std::lock_guard lock(write_mu_);
+      connected_ = false;
+    }
+    if (stopping()) {
+      fail_all(Status::error(ECONNRESET, description_ + ": closed"), true);
+      return;
+    }
+    Status why = Status::error(ECONNRESET, description_ + ": connection lost: " + lost.message());
+    if (!dial_) {
+      log::warn(why.message());
+      fail_all(why, true);
+      return;
+    }
+    log::warn(why.message() + "; reconnecting");
+    if (!reconnect(why)) return;
+    log::info(description_ + ": reconnected");
+  }
+}
+
+bool RemoteStore::reconnect(const Status& why) {
+  auto down_since = std::chrono::steady_clock::now();
+  auto backoff = std::chrono::milliseconds(kFirstBackoff);
+  bool timed_out = false;
+  Status last = why;
+  for (unsigned attempt = 1;; ++attempt) {
+    bool permanent = false;
+    Status st = try_reconnect(permanent);
+    if (st) return true;
+    if (stopping()) {
+      fail_all(Status::error(ECONNRESET, description_ + ": closed"), true);
+      return false;
+    }
+    if (permanent) {
+      log::error(st.message());
+      fail_all(st, true);
+      return false;
+    }
+    last = st;
+    if (attempt == 1 || log::verbosity() >= 1) log::info(description_ + ": cannot reconnect yet: " + st.message());
+    auto down_for = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - down_since);
+    if (!timed_out && opts_.outage_timeout.count() > 0 && down_for >= opts_.outage_timeout) {
+      timed_out = true;
+      Status gone = Status::error(ETIMEDOUT, description_ + ": no connection for " + seconds_text(down_for) +
+                                                 " (" + last.message() + ")");
+      log::error(gone.message() + "; failing requests until it is back");
+      fail_all(gone, false);
+    }
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, backoff, [&] { return stopping_; });
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);
+  }
+}
+
+Status RemoteStore::try_reconnect(bool& permanent) {
+  auto c = dial_();
+  if (!c) return c.status();
+  {
+    std::lock_guard lock(write_mu_);
+    if (stopping()) return Status::error(ECONNRESET, "closed");
+    conn_ = std::move(c).value();  // stop() can now reach the handshake
+  }
+  auto rep = handshake(*conn_.channel);
+  if (!rep) return rep.status();
+  // Resending into a different store would be silent corruption.
+  std::string changed;
+  if (rep->store_id != terms_.store_id) changed = "its content is gone (the server restarted with a new memory store)";
+  else if (rep->size != terms_.size) changed = "its size changed";
+  else if (rep->read_only != terms_.read_only) changed = "it became " + std::string(rep->read_only ? "read-only" : "writable");
+  else if (rep->features != terms_.features || rep->max_payload < terms_.max_payload) changed = "its terms changed";
+  if (!changed.empty()) {
+    permanent = true;
+    return Status::error(EIO, description_ + ": the remote store changed (" + changed + "): giving up");
+  }
+  std::lock_guard lock(write_mu_);
+  ++generation_;
+  connected_ = true;
+  std::vector<std::pair<uint64_t, Pending*>> again;
+  {
+    std::lock_guard state(mu_);
+    if (!is_permanent_) failing_ = Status::ok();
+    again.assign(pending_.begin(), pending_.end());  // in id order: the order they were asked
+  }
+  for (auto& [id, p] : again) send_locked(id, *p);
+  return Status::ok();
+}
+
+void RemoteStore::send_locked(uint64_t id, Pending& p) {
+  if (!connected_ || p.sent_on == generation_) return;  // the reader sends it after reconnecting
+  p.sent_on = generation_;
+  Status st = send_frame(*conn_.channel, FrameHeader{p.type, p.flags, id, 0},
+                         std::span<const std::span<const std::byte>>(p.parts.data(), p.part_count));
+  // The reader sees the stopped channel, reconnects and sends it again.
+  if (!st) conn_.channel->stop();
+}
+
 Status RemoteStore::call(uint16_t type, uint16_t flags, std::initializer_list<std::span<const std::byte>> parts,
                          std::span<std::byte> into) {
   Pending p;
   p.type = type;
+  p.flags = flags;
+  for (auto& part : parts) p.parts[p.part_count++] = part;
   p.into = into;
   uint64_t id;
   {
     std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return pending_.size() < terms_.max_inflight || is_broken_; });
-    if (is_broken_) return broken_;
+    cv_.wait(lock, [&] { return pending_.size() < terms_.max_inflight || !failing_; });
+    if (!failing_) return failing_;
     id = next_id_++;
     pending_[id] = &p;
   }
-  Status sent;
   {
     std::lock_guard lock(write_mu_);
-    sent = send_frame(*ch_, FrameHeader{type, flags, id, 0}, parts);
+    send_locked(id, p);
   }
-  if (!sent) fail_all(Status::error(ECONNRESET, description_ + ": connection lost: " + sent.message()));
   std::unique_lock lock(mu_);
   cv_.wait(lock, [&] { return p.done; });
   return p.status;

@@ -7,13 +7,22 @@
 // outstanding; a caller beyond that waits. Reads and writes larger than the
 // negotiated max payload are split. Payloads are LZ4-compressed both ways
 // when the server agrees and it makes them smaller.
-// A dropped connection fails the requests in flight and every later one with
-// ECONNRESET (reconnecting is the managed mount's job, a later piece).
+// A dropped connection is dialled again (backoff 100 ms doubling to 5 s);
+// requests that were not answered are sent again on the new connection, in
+// their original order (reads and writes are positional, so repeating one
+// is harmless), and new requests wait meanwhile. After outage_timeout
+// without a connection the waiting requests fail with ETIMEDOUT, and so do
+// new ones until a connection is back; redialling goes on. With
+// outage_timeout 0 requests wait forever (swap: EIO would be fatal).
+// A store opened without a way to dial again fails everything with
+// ECONNRESET once the connection is lost.
 //
 // Thread safety: all methods from any thread.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,6 +31,7 @@
 #include "backend/store.hpp"
 #include "net/channel.hpp"
 #include "wire/frame.hpp"
+#include "wire/remote_target.hpp"
 
 namespace memsync::wire {
 
@@ -30,11 +40,21 @@ struct RemoteOptions {
   uint32_t max_payload = kDefaultPayload;
   uint32_t max_inflight = kDefaultInflight;
   std::string name = "memsync";  // shown in the server's log
+  // How long requests wait for a lost connection to come back (0 = forever).
+  std::chrono::milliseconds outage_timeout{60000};
 };
+
+// Makes a new connection to the same server (see dial()).
+using Dialer = std::function<Result<Connection>()>;
 
 class RemoteStore final : public Store {
  public:
-  // Says HELLO on ch (connected, plain or a TLS relay's plaintext end).
+  // Dials target and says HELLO; redials after a lost connection. The
+  // first connection is not retried: a wrong address fails at once.
+  static Result<std::shared_ptr<RemoteStore>> connect(const RemoteTarget& target, const RemoteOptions& o);
+  // The same with any way of making connections (tests use socketpairs).
+  static Result<std::shared_ptr<RemoteStore>> open(Dialer dial, const RemoteOptions& o, std::string description);
+  // One connection, never redialled.
   static Result<std::shared_ptr<RemoteStore>> open(std::unique_ptr<Channel> ch, const RemoteOptions& o,
                                                    std::string description);
   ~RemoteStore() override;
@@ -56,27 +76,50 @@ class RemoteStore final : public Store {
  private:
   struct Pending;
   RemoteStore() = default;
+  static Result<std::shared_ptr<RemoteStore>> start(std::shared_ptr<RemoteStore> s, Dialer dial,
+                                                    const RemoteOptions& o, std::string description);
+  // HELLO on a new connection, bounded by a deadline.
+  Result<HelloReply> handshake(Channel& ch);
   // Sends one request and waits for its reply. For READ, `into` receives
   // the data.
   Status call(uint16_t type, uint16_t flags, std::initializer_list<std::span<const std::byte>> parts,
               std::span<std::byte> into = {});
   // TRIM or WRITE_ZEROES over a range of any length, in 1 GiB requests.
   Status zero_range(uint16_t type, uint64_t offset, uint64_t length);
-  void read_replies();
-  Status deliver(const FrameHeader& h, Pending& p);
-  void fail_all(const Status& st);
+  // REQUIRES write_mu_: sends p on the current connection unless it is
+  // down or p already went out on it.
+  void send_locked(uint64_t id, Pending& p);
+  // The reader thread: replies, and reconnecting after a loss.
+  void run_reader();
+  Status read_replies(Channel& ch);
+  Status deliver(Channel& ch, const FrameHeader& h, Pending& p);
+  // Redials with backoff until connected (true) or stopped / given up.
+  bool reconnect(const Status& why);
+  Status try_reconnect(bool& permanent);
+  // Fails every waiting request with st; new ones fail with it too until a
+  // reconnect (or forever when permanent).
+  void fail_all(const Status& st, bool permanent);
+  bool stopping();
 
-  std::unique_ptr<Channel> ch_;
-  HelloReply terms_;
+  Dialer dial_;  // empty: never reconnect
+  RemoteOptions opts_;
+  Hello hello_;
+  HelloReply terms_;  // of the first connection; later ones must match
   std::string description_;
+
+  // Lock order: write_mu_, then mu_.
+  std::mutex write_mu_;
+  Connection conn_;          // replaced (under write_mu_) only by the reader thread
+  uint64_t generation_ = 0;  // guarded by write_mu_: counts connections
+  bool connected_ = false;   // guarded by write_mu_: conn_ has said HELLO and is alive
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::map<uint64_t, Pending*> pending_;  // guarded by mu_
+  std::map<uint64_t, Pending*> pending_;  // guarded by mu_: sent or waiting to be sent
   uint64_t next_id_ = 1;                  // guarded by mu_
-  bool is_broken_ = false;                // guarded by mu_: the connection is gone
-  Status broken_;                         // guarded by mu_: why
-  std::mutex write_mu_;
+  Status failing_;                        // guarded by mu_: not ok = new requests fail with it
+  bool is_permanent_ = false;             // guarded by mu_: failing_ is for good
+  bool stopping_ = false;                 // guarded by mu_
   std::jthread reader_;
 };
 

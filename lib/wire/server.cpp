@@ -2,6 +2,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -17,6 +18,8 @@ struct Job {
   FrameHeader h;
   std::vector<std::byte> payload;
 };
+
+}  // namespace
 
 // One connection after HELLO: a reader (the serving thread), workers, and
 // the write lock that keeps reply frames whole.
@@ -47,7 +50,10 @@ class Session {
         if (broken_) return Status::ok();
       }
       auto h = read_header(ch_, terms_.max_payload + kFrameSlack);
-      if (!h) return ch_.clean_eof() || ch_.stopped() ? Status::ok() : h.status();
+      if (!h) {
+        if (!ch_.stopped()) drop_queued();  // lost, not stopped: nobody will read the replies
+        return ch_.clean_eof() || ch_.stopped() ? Status::ok() : h.status();
+      }
       if (h->is_reply()) return Status::error(EPROTO, "memsync wire protocol: the client sent a reply frame");
       if (h->type == kHello) return Status::error(EPROTO, "memsync wire protocol: a second HELLO");
       Job job{*h, std::vector<std::byte>(h->length)};
@@ -59,6 +65,15 @@ class Session {
       }
       cv_.notify_one();
     }
+  }
+
+  // The client will send these again on its next connection.
+  void drop_queued() {
+    std::lock_guard lock(mu_);
+    queued_ -= static_cast<unsigned>(urgent_.size() + background_.size());
+    urgent_.clear();
+    background_.clear();
+    room_.notify_all();
   }
 
   void work() {
@@ -80,7 +95,7 @@ class Session {
         --running_;
         if (!sent) broken_ = true;
       }
-      room_.notify_one();
+      room_.notify_all();
       if (!sent) {
         log::info("cannot send a reply: " + sent.message());
         ch_.stop();
@@ -184,14 +199,31 @@ class Session {
   unsigned queued_ = 0, running_ = 0;
   bool reading_done_ = false, broken_ = false;
   std::mutex write_mu_;
-};
 
-}  // namespace
+ public:
+  // The client came back on another connection: read nothing more here,
+  // drop what is queued. REQUIRES: the channel is alive (the caller holds
+  // the server's lock, under which a session unregisters before its end).
+  void fence() {
+    drop_queued();
+    ch_.stop();
+  }
+  // Waits until no request of this session is executing.
+  void wait_idle() {
+    std::unique_lock lock(mu_);
+    room_.wait(lock, [&] { return running_ == 0 && (queued_ == 0 || reading_done_); });
+  }
+};
 
 WireServer::WireServer(std::shared_ptr<Store> store, WireServerOptions opts)
     : store_(std::move(store)),
-      opts_(opts),
-      acceptor_([this](Channel& ch) { return serve(ch); }, opts.max_connections) {}
+      opts_(std::move(opts)),
+      acceptor_([this](Channel& ch) { return serve(ch); }, opts_.max_connections) {
+  if (store_->is_volatile()) {
+    std::random_device rd;
+    while (store_id_ == 0) store_id_ = (uint64_t{rd()} << 32) | rd();
+  }
+}
 
 WireServer::~WireServer() { stop(); }
 
@@ -228,6 +260,12 @@ Status WireServer::serve(Channel& ch) {
     }
   } unregister{this, &ch};
 
+  if (opts_.tls) {
+    auto [in, out] = ch.release_fds();
+    auto accepted = opts_.tls->accept(std::move(in), std::move(out));
+    if (!accepted) return accepted.status();
+    ch.upgrade(std::move(accepted->plain), std::move(accepted->relay));
+  }
   auto h = read_header(ch, kHelloLimit);
   if (!h) return ch.clean_eof() ? Status::ok() : h.status();
   if (h->type != kHello) return Status::error(EPROTO, "memsync wire protocol: the first frame is not HELLO");
@@ -242,6 +280,7 @@ Status WireServer::serve(Channel& ch) {
   terms.size = store_->size();
   terms.chunk_size = std::max<uint32_t>(4096, store_->block_size());
   terms.read_only = opts_.read_only || store_->is_read_only();
+  terms.store_id = store_id_;
   auto rep = negotiate(*hello, terms);
   FrameHeader back{static_cast<uint16_t>(kHello | kReplyBit), 0, h->id, 0};
   if (!rep) {
@@ -250,12 +289,34 @@ Status WireServer::serve(Channel& ch) {
     (void)send_frame(ch, back, {err});
     return rep.status();
   }
+  auto session = std::make_shared<Session>(ch, *store_, opts_, *rep);
+  if (hello->client_id != 0) {
+    // Fence the client's older connections before answering (see Hello).
+    std::vector<std::shared_ptr<Session>> older;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& live : sessions_)
+        if (live.client_id == hello->client_id) {
+          live.session->fence();
+          older.push_back(live.session);
+        }
+      sessions_.push_back(Live{hello->client_id, session});
+    }
+    for (auto& s : older) s->wait_idle();
+  }
+  struct Forget {
+    WireServer* s;
+    Session* session;
+    ~Forget() {
+      std::lock_guard lock(s->mu_);
+      std::erase_if(s->sessions_, [&](const Live& l) { return l.session.get() == session; });
+    }
+  } forget{this, session.get()};
   auto body = encode_hello_reply(*rep);
   MEMSYNC_TRY(send_frame(ch, back, {body}));
   log::info("wire session with '" + hello->name + "': max payload " + std::to_string(rep->max_payload) +
             ", features " + std::to_string(rep->features));
-  Session session(ch, *store_, opts_, *rep);
-  return session.run();
+  return session->run();
 }
 
 }  // namespace memsync::wire

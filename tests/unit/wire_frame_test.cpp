@@ -49,14 +49,16 @@ TEST(WireFrame, HelloRoundTripAndLimits) {
   h.features = kFeatureLz4 | kFeatureTrim | (1ull << 40);
   h.max_payload = 1 << 20;
   h.max_inflight = 128;
+  h.client_id = 0xfeedf00d12345678ull;
   h.name = "ram-dl on host-a";
   auto bytes = encode_hello(h);
-  EXPECT_EQ(bytes.size(), 2u + 2 + 8 + 4 + 4 + 2 + h.name.size());
+  EXPECT_EQ(bytes.size(), 2u + 2 + 8 + 4 + 4 + 8 + 2 + h.name.size());
   auto back = decode_hello(bytes);
   ASSERT_TRUE(back) << back.status().message();
   EXPECT_EQ(back->features, h.features);
   EXPECT_EQ(back->max_payload, 1u << 20);
   EXPECT_EQ(back->name, h.name);
+  EXPECT_EQ(back->client_id, h.client_id);
   // Truncated, trailing bytes, an oversized name, an empty version range.
   EXPECT_FALSE(decode_hello(std::span(bytes.data(), bytes.size() - 1)));
   bytes.push_back(std::byte{0});
@@ -66,7 +68,7 @@ TEST(WireFrame, HelloRoundTripAndLimits) {
   bad.version_max = 1;
   EXPECT_FALSE(decode_hello(encode_hello(bad)));
   ByteWriter w;
-  w.u16(1).u16(1).u64(0).u32(0).u32(0).u16(300).zeros(300);
+  w.u16(1).u16(1).u64(0).u32(0).u32(0).u64(0).u16(300).zeros(300);
   EXPECT_FALSE(decode_hello(w.data()));
 }
 
@@ -79,6 +81,7 @@ TEST(WireFrame, NegotiationTakesTheCommonGround) {
   t.size = 1 << 30;
   t.max_payload = 8 << 20;
   t.chunk_size = 65536;
+  t.store_id = 0x0123456789abcdefull;
   auto rep = negotiate(h, t);
   ASSERT_TRUE(rep) << rep.status().message();
   EXPECT_EQ(rep->version, 1);
@@ -91,6 +94,7 @@ TEST(WireFrame, NegotiationTakesTheCommonGround) {
   ASSERT_TRUE(back);
   EXPECT_EQ(back->chunk_size, 65536u);
   EXPECT_EQ(back->features, kFeatureLz4);
+  EXPECT_EQ(back->store_id, 0x0123456789abcdefull);
 
   Hello future;
   future.version_min = future.version_max = 2;
@@ -119,7 +123,8 @@ TEST(WireFrame, ClientRefusesAServerThatOverreaches) {
   r.version = 1;
   EXPECT_TRUE(check_hello_reply(h, r));
   auto bytes = encode_hello_reply(r);
-  bytes.back() = std::byte{2};  // read_only must be 0 or 1
+  ASSERT_EQ(bytes.size(), 39u);
+  bytes[30] = std::byte{2};  // read_only must be 0 or 1
   EXPECT_FALSE(decode_hello_reply(bytes));
 }
 

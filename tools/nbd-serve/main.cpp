@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "backend/open_store.hpp"
+#include "managed/open_managed.hpp"
 #include "cli/cli.hpp"
 #include "cli/service.hpp"
 #include "nbd/server.hpp"
@@ -36,7 +37,8 @@ standard input/output (inetd style) or on sockets passed by socket
 activation (LISTEN_FDS).
 
 BACKEND is mem:SIZE, file:PATH[?size=SIZE],
-dir:PATH?size=SIZE[&chunk=SIZE][&max-open=N] or a plain path (see memsync(7)).
+dir:PATH?size=SIZE[&chunk=SIZE][&max-open=N], remote:ENDPOINT (a memsync
+wire server such as ram-ul) or a plain path (see memsync(7)).
 
 Options:
   -l, --listen ENDPOINT     accept clients on unix:PATH, tcp:HOST:PORT or a
@@ -58,6 +60,19 @@ Options:
       --tls-key FILE        PEM private key of the certificate
       --tls-ca FILE         require client certificates signed by this CA
       --tls-psk FILE        accept pre-shared keys (identity:hexkey lines)
+Managed mount (a local cache in front of BACKEND, usually remote:...):
+      --cache BACKEND       keep a local copy in BACKEND (a missing file is
+                            created with BACKEND's size); reads of chunks not
+                            yet local fetch them at once, writes are pushed
+                            later, FLUSH pushes everything first
+      --chunk-size SIZE     unit of tracking and transfer (default 64K)
+      --pull-workers N      background fetchers, in order (default 16; 0: only
+                            fetch what is read)
+      --push-workers N      pushers of written chunks (default 4; 0: writes
+                            stay in the cache)
+      --push-interval DURATION  how often written chunks are pushed (default 1s)
+      --max-batch SIZE      largest coalesced pull or push request (default 1M)
+
   -v, --verbose             log connections; twice: every request
   -h, --help                show this help
   -V, --version             show the version
@@ -75,6 +90,8 @@ int serve_main(int argc, char** argv) {
   std::string handshake_timeout = "10s";
   nbd::ServerOptions opts;
   TlsServerOptions tls;
+  std::string cache, chunk_size = "64K", push_interval = "1s", max_batch = "1M";
+  int pull_workers = 16, push_workers = 4;
   bool help = false, version = false;
   int verbose = 0;
 
@@ -96,6 +113,12 @@ int serve_main(int argc, char** argv) {
       ("tls-key", po::value(&tls.key_file))
       ("tls-ca", po::value(&tls.ca_file))
       ("tls-psk", po::value(&tls.psk_file))
+      ("cache", po::value(&cache))
+      ("chunk-size", po::value(&chunk_size))
+      ("pull-workers", po::value(&pull_workers))
+      ("push-workers", po::value(&push_workers))
+      ("push-interval", po::value(&push_interval))
+      ("max-batch", po::value(&max_batch))
       ("verbose,v", po::value<int>()->zero_tokens()->default_value(0)->notifier([&](int) {})->implicit_value(1))
       ("help,h", po::bool_switch(&help))
       ("version,V", po::bool_switch(&version))
@@ -135,6 +158,25 @@ int serve_main(int argc, char** argv) {
   if (ec.tls != nbd::TlsMode::Off && tls.psk_file.empty() && (tls.cert_file.empty() || tls.key_file.empty()))
     throw cli::UsageError("--tls " + tls_mode + " needs --tls-cert and --tls-key, or --tls-psk");
 
+  ManagedOptions managed;
+  for (const char* o : {"chunk-size", "pull-workers", "push-workers", "push-interval", "max-batch"})
+    if (cache.empty() && vm.count(o) && !vm[o].defaulted()) throw cli::UsageError(std::string("--") + o + " needs --cache");
+  if (!cache.empty()) {
+    if (pull_workers < 0) throw cli::UsageError("--pull-workers: must be 0 or more");
+    if (push_workers < 0) throw cli::UsageError("--push-workers: must be 0 or more");
+    managed.pull_workers = static_cast<unsigned>(pull_workers);
+    managed.push_workers = static_cast<unsigned>(push_workers);
+    uint64_t cs = cli::usage_value(parse_size(chunk_size), "--chunk-size");
+    uint64_t mb = cli::usage_value(parse_size(max_batch), "--max-batch");
+    if (cs > (64u << 20) || mb > (64u << 20)) throw cli::UsageError("--chunk-size and --max-batch: at most 64M");
+    managed.chunk_size = static_cast<uint32_t>(cs);
+    managed.max_batch = static_cast<uint32_t>(mb);
+    managed.push_interval = std::chrono::duration_cast<std::chrono::milliseconds>(
+        cli::usage_value(parse_duration(push_interval), "--push-interval"));
+    cli::usage_check(check_managed_options(managed));
+    cli::usage_check(validate_backend_spec(cache));
+  }
+
   cli::ServiceSpec service_spec = cli::parse_service_options(listen, run);
   if (!service_spec.listen && !service_spec.connected_fd && run.empty() && ::isatty(STDIN_FILENO) &&
       std::getenv("LISTEN_FDS") == nullptr)
@@ -154,7 +196,14 @@ int serve_main(int argc, char** argv) {
     if (!ctx) return cli::fail("set up TLS", ctx.status());
     ec.tls_context = std::move(ctx).value();
   }
-  auto store = open_store(backend, OpenOptions{ec.read_only});
+  Result<std::shared_ptr<Store>> store = Status::ok();
+  if (cache.empty()) {
+    store = open_store(backend, OpenOptions{ec.read_only});
+  } else {
+    auto m = open_managed_store(backend, cache, managed, OpenOptions{ec.read_only});
+    if (m) store = std::shared_ptr<Store>(*m);
+    else store = m.status();
+  }
   if (!store) return cli::fail("open the backend", store.status());
   auto service = cli::Service::open(service_spec);
   if (!service) return cli::fail("set up the connection", service.status());

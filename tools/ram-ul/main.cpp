@@ -39,6 +39,11 @@ Options:
       --max-connections N   concurrent clients (default 64)
   -t, --threads N           workers per connection (default 8)
       --no-compress         do not offer LZ4 compression
+      --tls-cert FILE       speak TLS only, with this PEM certificate
+      --tls-key FILE        PEM private key of the certificate
+      --tls-ca FILE         require client certificates signed by this CA
+      --tls-psk FILE        speak TLS only, accepting these pre-shared keys
+                            (identity:hexkey lines)
   -v, --verbose             log connections; twice: every failed request
   -h, --help                show this help
   -V, --version             show the version
@@ -47,6 +52,7 @@ Options:
 int upload_main(int argc, char** argv) {
   std::string listen = "tcp:127.0.0.1:1337", size = "4G", backend, max_payload = "4M";
   wire::WireServerOptions opts;
+  TlsServerOptions tls;
   bool read_only = false, no_compress = false, help = false, version = false;
   po::options_description desc;
   desc.add_options()
@@ -57,6 +63,10 @@ int upload_main(int argc, char** argv) {
       ("max-connections", po::value(&opts.max_connections))
       ("threads,t", po::value(&opts.threads))
       ("no-compress", po::bool_switch(&no_compress))
+      ("tls-cert", po::value(&tls.cert_file))
+      ("tls-key", po::value(&tls.key_file))
+      ("tls-ca", po::value(&tls.ca_file))
+      ("tls-psk", po::value(&tls.psk_file))
       ("verbose,v", po::value<int>()->zero_tokens()->default_value(0)->implicit_value(1))
       ("help,h", po::bool_switch(&help))
       ("version,V", po::bool_switch(&version))
@@ -82,6 +92,15 @@ int upload_main(int argc, char** argv) {
   if (opts.max_connections == 0) throw cli::UsageError("--max-connections: must be at least 1");
   if (no_compress) opts.features &= ~wire::kFeatureLz4;
   opts.read_only = read_only;
+  bool want_tls = !tls.cert_file.empty() || !tls.key_file.empty() || !tls.ca_file.empty() || !tls.psk_file.empty();
+  if (want_tls) {
+    if (tls.cert_file.empty() != tls.key_file.empty()) throw cli::UsageError("--tls-cert and --tls-key go together");
+    if (tls.cert_file.empty() && tls.psk_file.empty())
+      throw cli::UsageError("--tls-ca checks client certificates: give --tls-cert/--tls-key or --tls-psk too");
+    auto ctx = TlsServerContext::create(tls);
+    if (!ctx) return cli::fail("set up TLS", ctx.status());
+    opts.tls = std::move(ctx).value();
+  }
   // Socket activation replaces the default listener, not an explicit one.
   bool activated = std::getenv("LISTEN_FDS") != nullptr && !vm.count("listen");
   cli::ServiceSpec service_spec = cli::parse_service_options(activated ? "" : listen, "");
@@ -100,7 +119,8 @@ int upload_main(int argc, char** argv) {
   if (svc.single()) throw cli::UsageError("give --listen ENDPOINT (or sockets by activation)");
   wire::WireServer server(*store, opts);
   stop.set_target([&] { server.stop(); });
-  if (svc.address()) log::info("offering " + (*store)->describe() + " on " + svc.address()->to_string());
+  if (svc.address())
+    log::info("offering " + (*store)->describe() + " on " + svc.address()->to_string() + (opts.tls ? " (TLS)" : ""));
   Status st = server.run(svc.take_listeners());
   if (!st) return cli::fail("serve", st);
   return cli::kExitOk;

@@ -1,0 +1,361 @@
+#include "managed/managed_store.hpp"
+
+#include <algorithm>
+
+#include "util/log.hpp"
+#include "util/units.hpp"
+
+namespace memsync {
+
+namespace {
+constexpr uint8_t kPresent = 1;   // the cache holds the chunk's bytes
+constexpr uint8_t kFetching = 2;  // claimed: someone is filling it in
+constexpr uint8_t kDirty = 4;     // written locally, not yet pushed
+constexpr uint8_t kPushing = 8;   // a pusher is sending it
+
+constexpr auto kFirstRetry = std::chrono::milliseconds(100);
+constexpr auto kMaxRetry = std::chrono::seconds(5);
+}  // namespace
+
+// Pushes that one sync() waits for; `remaining` and `error` guarded by mu_.
+struct ManagedStore::Batch {
+  Run run;
+  struct Latch {
+    uint64_t remaining = 0;
+    Status error;
+  };
+  std::shared_ptr<Latch> latch;  // null for timer rounds
+};
+
+Status check_managed_options(const ManagedOptions& o) {
+  auto pow2 = [](uint64_t v) { return v && !(v & (v - 1)); };
+  if (!pow2(o.chunk_size) || o.chunk_size < 512 || o.chunk_size > (64u << 20))
+    return Status::invalid("chunk size must be a power of two from 512 to 64M, not " + std::to_string(o.chunk_size));
+  if (o.max_batch < o.chunk_size) return Status::invalid("the largest request must hold at least one chunk");
+  if (o.pull_workers > 1024 || o.push_workers > 1024) return Status::invalid("at most 1024 workers");
+  if (o.push_workers > 0 && o.push_interval.count() <= 0) return Status::invalid("the push interval must be positive");
+  return Status::ok();
+}
+
+Result<std::shared_ptr<ManagedStore>> ManagedStore::open(std::shared_ptr<Store> remote, std::shared_ptr<Store> urgent,
+                                                         std::shared_ptr<Store> cache, const ManagedOptions& o) {
+  MEMSYNC_TRY(check_managed_options(o));
+  if (cache->size() < remote->size())
+    return Status::invalid("the cache (" + cache->describe() + ", " + format_size(cache->size()) +
+                           ") is smaller than the remote store (" + format_size(remote->size()) + ")");
+  if (cache->is_read_only()) return Status::invalid("the cache " + cache->describe() + " is read-only");
+  std::shared_ptr<ManagedStore> s(new ManagedStore());
+  s->remote_ = std::move(remote);
+  s->urgent_ = urgent ? std::move(urgent) : s->remote_;
+  s->cache_ = std::move(cache);
+  s->opts_ = o;
+  s->size_ = s->remote_->size();
+  s->state_.assign(s->chunk_count(), 0);
+  ManagedStore* self = s.get();
+  for (unsigned i = 0; i < o.pull_workers; ++i) s->pullers_.emplace_back([self] { self->pull_loop(); });
+  if (o.push_workers > 0 && !s->remote_->is_read_only()) {
+    for (unsigned i = 0; i < o.push_workers; ++i) s->pushers_.emplace_back([self] { self->push_loop(); });
+    s->push_timer_ = std::jthread([self] { self->schedule_pushes(); });
+  }
+  return s;
+}
+
+ManagedStore::~ManagedStore() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    if (dirty_ > 0 && !pushers_.empty())
+      log::warn(describe() + ": " + std::to_string(dirty_) + " chunks written but never pushed");
+  }
+  changed_.notify_all();
+  work_.notify_all();
+  push_timer_ = {};
+  pullers_.clear();
+  pushers_.clear();
+}
+
+std::string ManagedStore::describe() const {
+  return "managed " + remote_->describe() + " cached in " + cache_->describe() + " (chunk " +
+         format_size(opts_.chunk_size) + ")";
+}
+
+uint64_t ManagedStore::run_bytes(const Run& r) const {
+  uint64_t begin = chunk_offset(r.first);
+  return std::min(size_, chunk_offset(r.first + r.count)) - begin;
+}
+
+std::vector<ManagedStore::Run> ManagedStore::claim_missing(uint64_t first, uint64_t last, uint64_t max_chunks) {
+  std::vector<Run> runs;
+  for (uint64_t c = first; c <= last; ++c) {
+    if (state_[c] & (kPresent | kFetching)) continue;
+    state_[c] |= kFetching;
+    if (!runs.empty() && runs.back().first + runs.back().count == c && runs.back().count < max_chunks)
+      ++runs.back().count;
+    else
+      runs.push_back(Run{c, 1});
+  }
+  return runs;
+}
+
+bool ManagedStore::any_fetching(uint64_t first, uint64_t last) const {
+  for (uint64_t c = first; c <= last; ++c)
+    if (state_[c] & kFetching) return true;
+  return false;
+}
+
+Status ManagedStore::fetch(Store& from, const Run& r) {
+  std::vector<std::byte> buf(run_bytes(r));
+  Status st = from.read_at(buf, chunk_offset(r.first));
+  if (st) st = cache_->write_at(buf, chunk_offset(r.first));
+  std::lock_guard lock(mu_);
+  for (uint64_t c = r.first; c < r.first + r.count; ++c) {
+    state_[c] &= static_cast<uint8_t>(~kFetching);
+    if (st) {
+      state_[c] |= kPresent;
+      ++present_;
+    }
+  }
+  if (!st) pull_cursor_ = std::min(pull_cursor_, r.first);  // pullers retry it
+  changed_.notify_all();
+  return st;
+}
+
+Status ManagedStore::make_present(uint64_t first, uint64_t last) {
+  for (;;) {
+    std::vector<Run> mine;
+    {
+      std::lock_guard lock(mu_);
+      mine = claim_missing(first, last, UINT64_MAX);
+    }
+    for (size_t i = 0; i < mine.size(); ++i) {
+      Status st = fetch(*urgent_, mine[i]);
+      if (!st) {
+        std::lock_guard lock(mu_);
+        for (size_t j = i + 1; j < mine.size(); ++j)
+          for (uint64_t c = mine[j].first; c < mine[j].first + mine[j].count; ++c)
+            state_[c] &= static_cast<uint8_t>(~kFetching);
+        changed_.notify_all();
+        return st.with_context("fetch " + format_size(run_bytes(mine[i])) + " at " +
+                               std::to_string(chunk_offset(mine[i].first)));
+      }
+    }
+    std::unique_lock lock(mu_);
+    changed_.wait(lock, [&] { return !any_fetching(first, last); });
+    bool all = true;
+    for (uint64_t c = first; c <= last && all; ++c) all = state_[c] & kPresent;
+    if (all) return Status::ok();
+    // Someone else's fetch failed: claim what is still missing ourselves.
+  }
+}
+
+Status ManagedStore::read_at(std::span<std::byte> buf, uint64_t offset) {
+  if (buf.empty()) return Status::ok();
+  MEMSYNC_TRY(make_present(offset / opts_.chunk_size, (offset + buf.size() - 1) / opts_.chunk_size));
+  return cache_->read_at(buf, offset);
+}
+
+Status ManagedStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
+  if (buf.empty()) return Status::ok();
+  if (is_read_only()) return Status::error(EROFS, describe() + " is read-only");
+  const uint64_t end = offset + buf.size();
+  const uint64_t first = offset / opts_.chunk_size, last = (end - 1) / opts_.chunk_size;
+  auto partly = [&](uint64_t c) { return offset > chunk_offset(c) || end < std::min(size_, chunk_offset(c + 1)); };
+  std::vector<uint64_t> owned;  // missing chunks this write replaces whole
+  std::vector<Run> edges;       // missing chunks it changes only in part
+  {
+    std::unique_lock lock(mu_);
+    // A fetch landing after our write would undo it: let fetches finish.
+    changed_.wait(lock, [&] { return !any_fetching(first, last); });
+    for (uint64_t c = first; c <= last; ++c) {
+      if (state_[c] & kPresent) continue;
+      state_[c] |= kFetching;
+      if (partly(c)) edges.push_back(Run{c, 1});
+      else owned.push_back(c);
+    }
+  }
+  auto release_owned = [&] {
+    std::lock_guard lock(mu_);
+    for (uint64_t c : owned) state_[c] &= static_cast<uint8_t>(~kFetching);
+    changed_.notify_all();
+  };
+  for (auto& e : edges) {
+    if (Status st = fetch(*urgent_, e); !st) {
+      release_owned();
+      return st.with_context("fetch the chunk around a partial write");
+    }
+  }
+  if (Status st = cache_->write_at(buf, offset); !st) {
+    release_owned();
+    return st;
+  }
+  std::lock_guard lock(mu_);
+  for (uint64_t c : owned) {
+    state_[c] = static_cast<uint8_t>((state_[c] & ~kFetching) | kPresent);
+    ++present_;
+  }
+  for (uint64_t c = first; c <= last; ++c) {
+    if (!(state_[c] & kDirty)) ++dirty_;
+    state_[c] |= kDirty;
+  }
+  changed_.notify_all();
+  return Status::ok();
+}
+
+void ManagedStore::pull_loop() {
+  const uint64_t n = chunk_count();
+  const uint64_t batch = std::max<uint64_t>(1, opts_.max_batch / opts_.chunk_size);
+  auto retry = std::chrono::milliseconds(kFirstRetry);
+  for (;;) {
+    Run r;
+    {
+      std::unique_lock lock(mu_);
+      for (;;) {
+        if (stopping_ || present_ == n) return;
+        while (pull_cursor_ < n && (state_[pull_cursor_] & (kPresent | kFetching))) ++pull_cursor_;
+        if (pull_cursor_ < n) break;
+        // Nothing left to claim, but fetches by others are still running
+        // (and may fail, moving the cursor back).
+        changed_.wait(lock);
+      }
+      auto runs = claim_missing(pull_cursor_, std::min(n - 1, pull_cursor_ + batch - 1), batch);
+      r = runs.front();  // the cursor's chunk is missing, so there is one
+      for (size_t i = 1; i < runs.size(); ++i)  // only the first run is ours
+        for (uint64_t c = runs[i].first; c < runs[i].first + runs[i].count; ++c)
+          state_[c] &= static_cast<uint8_t>(~kFetching);
+      pull_cursor_ = r.first + r.count;
+    }
+    Status st = fetch(*remote_, r);
+    if (st) {
+      retry = kFirstRetry;
+      std::lock_guard lock(mu_);
+      if (present_ == n && !announced_) {
+        announced_ = true;
+        log::info(describe() + ": every chunk is local");
+      }
+      continue;
+    }
+    log::warn(describe() + ": background pull failed (retrying in " + std::to_string(retry.count()) +
+              " ms): " + st.message());
+    std::unique_lock lock(mu_);
+    changed_.wait_for(lock, retry, [&] { return stopping_; });
+    retry = std::min<std::chrono::milliseconds>(retry * 2, kMaxRetry);
+  }
+}
+
+std::vector<ManagedStore::Run> ManagedStore::claim_dirty(uint64_t first, uint64_t last) {
+  const uint64_t batch = std::max<uint64_t>(1, opts_.max_batch / opts_.chunk_size);
+  std::vector<Run> runs;
+  for (uint64_t c = first; c <= last; ++c) {
+    if ((state_[c] & (kDirty | kPushing)) != kDirty) continue;
+    state_[c] = static_cast<uint8_t>((state_[c] & ~kDirty) | kPushing);
+    --dirty_;
+    if (!runs.empty() && runs.back().first + runs.back().count == c && runs.back().count < batch)
+      ++runs.back().count;
+    else
+      runs.push_back(Run{c, 1});
+  }
+  return runs;
+}
+
+Status ManagedStore::push(const Run& r) {
+  std::vector<std::byte> buf(run_bytes(r));
+  Status st = cache_->read_at(buf, chunk_offset(r.first));
+  if (st) st = remote_->write_at(buf, chunk_offset(r.first));
+  std::lock_guard lock(mu_);
+  for (uint64_t c = r.first; c < r.first + r.count; ++c) {
+    state_[c] &= static_cast<uint8_t>(~kPushing);
+    if (!st && !(state_[c] & kDirty)) {
+      state_[c] |= kDirty;  // the next round tries again
+      ++dirty_;
+    }
+  }
+  changed_.notify_all();
+  return st;
+}
+
+void ManagedStore::push_loop() {
+  for (;;) {
+    std::shared_ptr<Batch> b;
+    {
+      std::unique_lock lock(mu_);
+      work_.wait(lock, [&] { return stopping_ || !push_queue_.empty(); });
+      if (push_queue_.empty()) return;  // stopping
+      b = std::move(push_queue_.front());
+      push_queue_.pop_front();
+    }
+    Status st = push(b->run);
+    if (!st) log::warn(describe() + ": push failed (the chunks stay dirty): " + st.message());
+    if (b->latch) {
+      std::lock_guard lock(mu_);
+      if (!st && b->latch->error) b->latch->error = st;
+      --b->latch->remaining;
+      changed_.notify_all();
+    }
+  }
+}
+
+void ManagedStore::schedule_pushes() {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    changed_.wait_for(lock, opts_.push_interval, [&] { return stopping_; });
+    if (stopping_ || dirty_ == 0) continue;
+    for (auto& r : claim_dirty(0, chunk_count() - 1)) push_queue_.push_back(std::make_shared<Batch>(Batch{r, nullptr}));
+    work_.notify_all();
+  }
+}
+
+// REQUIRES: the runs are claimed (kPushing). Hands them to the push
+// workers and waits for all of them.
+Status ManagedStore::push_runs(std::vector<Run> runs) {
+  auto latch = std::make_shared<Batch::Latch>();
+  std::unique_lock lock(mu_);
+  latch->remaining = runs.size();
+  for (auto& r : runs) push_queue_.push_back(std::make_shared<Batch>(Batch{r, latch}));
+  work_.notify_all();
+  changed_.wait(lock, [&] { return latch->remaining == 0; });
+  return latch->error;
+}
+
+Status ManagedStore::sync() {
+  if (pushers_.empty()) return cache_->sync();  // writes stay local
+  std::vector<uint64_t> busy;  // being pushed already: not known to be on the remote yet
+  std::vector<Run> runs;
+  {
+    std::lock_guard lock(mu_);
+    for (uint64_t c = 0; c < chunk_count(); ++c)
+      if (state_[c] & kPushing) busy.push_back(c);
+    if (dirty_ > 0) runs = claim_dirty(0, chunk_count() - 1);
+  }
+  Status st = runs.empty() ? Status::ok() : push_runs(std::move(runs));
+  if (!busy.empty()) {
+    // Their pushes started before this sync: wait for them; a chunk that is
+    // dirty afterwards (written meanwhile, or its push failed) goes again.
+    std::vector<Run> again;
+    {
+      std::unique_lock lock(mu_);
+      changed_.wait(lock, [&] {
+        return stopping_ || std::none_of(busy.begin(), busy.end(), [&](uint64_t c) { return state_[c] & kPushing; });
+      });
+      for (uint64_t c : busy)
+        for (auto& r : claim_dirty(c, c)) again.push_back(r);
+    }
+    if (!again.empty()) {
+      Status st2 = push_runs(std::move(again));
+      if (st) st = st2;
+    }
+  }
+  if (!st) return st.with_context("push dirty chunks to " + remote_->describe());
+  return remote_->sync();
+}
+
+ManagedStore::Progress ManagedStore::progress() {
+  std::lock_guard lock(mu_);
+  return Progress{chunk_count(), present_, dirty_};
+}
+
+bool ManagedStore::wait_pulled(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return changed_.wait_for(lock, timeout, [&] { return present_ == chunk_count(); });
+}
+
+}  // namespace memsync

@@ -1,0 +1,130 @@
+// ManagedStore: the "managed mount". A local store (the cache) stands in
+// for a remote one, hiding the network's latency from the NBD client:
+//
+//  - Background pull workers copy every chunk from the remote into the
+//    cache, in priority order (sequential), several adjacent chunks per
+//    request (up to max_batch bytes).
+//  - A read of chunks not yet local fetches them at once through `urgent`,
+//    a second connection to the same remote, so it never waits behind the
+//    background transfer's bytes (memsync-wire(7), Urgency).
+//  - Writes land in the cache and mark their chunks dirty; push workers
+//    send dirty chunks to the remote every push_interval, coalesced.
+//  - sync() (NBD FLUSH, and FUA writes) pushes everything that was dirty
+//    when it was called, then syncs the remote: after it returns, the
+//    remote has every write completed before the call.
+//
+// Chunk states: missing, fetching (claimed by one puller or by a request
+// that needs it), present; a present chunk may also be dirty and/or being
+// pushed. A write waits for a fetch of the same chunk (the fetched bytes
+// must not land on top of newer ones); a chunk being pushed is not pushed
+// again at the same time (an older copy must not arrive last). A write
+// that covers part of a missing chunk fetches the chunk first.
+//
+// The cache is scratch: at start every chunk is missing and whatever the
+// cache held is overwritten as chunks arrive.
+// With 0 pull workers only what is read is fetched; with 0 push workers
+// writes stay in the cache (sync() then only syncs the cache).
+// Failed pulls are retried with backoff; a failed push leaves its chunks
+// dirty (the next round tries again) and fails the sync() that needed it.
+// Remote errors on a read reach the caller (the NBD client sees EIO).
+//
+// Thread safety: all methods from any thread.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "backend/store.hpp"
+
+namespace memsync {
+
+struct ManagedOptions {
+  uint32_t chunk_size = 64 * 1024;  // tracking unit, a power of two >= 512
+  unsigned pull_workers = 16;       // 0: fetch on demand only
+  unsigned push_workers = 4;        // 0: writes stay local
+  std::chrono::milliseconds push_interval{1000};
+  uint32_t max_batch = 1 << 20;     // largest coalesced request, bytes
+};
+
+// Checks options (usage errors for tools): chunk size, batch >= chunk.
+Status check_managed_options(const ManagedOptions& o);
+
+class ManagedStore final : public Store {
+ public:
+  // `urgent` may be `remote` itself (a local remote has no queue to skip).
+  // REQUIRES: cache->size() >= remote->size().
+  static Result<std::shared_ptr<ManagedStore>> open(std::shared_ptr<Store> remote, std::shared_ptr<Store> urgent,
+                                                    std::shared_ptr<Store> cache, const ManagedOptions& o);
+  // Stops the workers. Dirty chunks are NOT pushed: call sync() first.
+  ~ManagedStore() override;
+
+  uint64_t size() const override { return size_; }
+  Status read_at(std::span<std::byte> buf, uint64_t offset) override;
+  Status write_at(std::span<const std::byte> buf, uint64_t offset) override;
+  Status sync() override;
+  bool is_read_only() const override { return remote_->is_read_only(); }
+  bool can_multi_conn() const override { return true; }  // one state, sync covers all
+  std::string describe() const override;
+
+  struct Progress {
+    uint64_t chunks = 0, present = 0, dirty = 0;
+  };
+  Progress progress();
+  // Waits until every chunk is local (for tests and `--wait-pulled`-like
+  // uses); false on timeout.
+  bool wait_pulled(std::chrono::milliseconds timeout);
+
+ private:
+  struct Run {
+    uint64_t first = 0, count = 0;
+  };
+  struct Batch;
+  ManagedStore() = default;
+
+  uint64_t chunk_count() const { return (size_ + opts_.chunk_size - 1) / opts_.chunk_size; }
+  uint64_t chunk_offset(uint64_t c) const { return c * opts_.chunk_size; }
+  uint64_t run_bytes(const Run& r) const;
+  // Claims the missing chunks of [first, last] for the caller (marks them
+  // fetching). REQUIRES mu_.
+  std::vector<Run> claim_missing(uint64_t first, uint64_t last, uint64_t max_chunks);
+  bool any_fetching(uint64_t first, uint64_t last) const;  // REQUIRES mu_
+  // Copies a claimed run from `from` into the cache, then marks it present
+  // (or missing again on failure).
+  Status fetch(Store& from, const Run& r);
+  // Fetches the missing chunks of [first, last] urgently and waits for
+  // those others are fetching; returns when all are present.
+  Status make_present(uint64_t first, uint64_t last);
+  void pull_loop();
+  // Claims dirty chunks (not being pushed) of [first, last] as runs.
+  // REQUIRES mu_.
+  std::vector<Run> claim_dirty(uint64_t first, uint64_t last);
+  Status push(const Run& r);
+  void push_loop();
+  void schedule_pushes();
+  Status push_runs(std::vector<Run> runs);
+
+  std::shared_ptr<Store> remote_, urgent_, cache_;
+  ManagedOptions opts_;
+  uint64_t size_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable changed_;  // chunk states changed
+  std::vector<uint8_t> state_;       // guarded by mu_: kPresent | kFetching | kDirty | kPushing
+  uint64_t present_ = 0, dirty_ = 0; // guarded by mu_
+  uint64_t pull_cursor_ = 0;         // guarded by mu_: no missing chunk before it (unless retried)
+  bool stopping_ = false;            // guarded by mu_
+  bool announced_ = false;           // guarded by mu_: "every chunk is local" logged
+
+  std::condition_variable work_;     // push jobs queued, or a push round is due
+  std::deque<std::shared_ptr<Batch>> push_queue_;  // guarded by mu_
+
+  std::vector<std::jthread> pullers_, pushers_;
+  std::jthread push_timer_;
+};
+
+}  // namespace memsync
