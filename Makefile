@@ -111,7 +111,7 @@ unit-asan: deps $(ASAN)/unit-tests
 	$(ASAN)/unit-tests --gtest_brief=1
 
 unit-tsan: deps $(TSAN)/unit-tests
-	TSAN_OPTIONS=halt_on_error=1 $(TSAN)/unit-tests --gtest_brief=1
+	TSAN_OPTIONS="halt_on_error=1 suppressions=tests/unit/tsan.supp" $(TSAN)/unit-tests --gtest_brief=1
 
 bats: all $(HELPERS)
 	bats --timing tests/*.bats
@@ -131,7 +131,7 @@ check: deps
 	@tests/helpers/run-suites \
 	  "unit"      "$(BUILD)/unit-tests --gtest_brief=1" \
 	  "unit-asan" "$(ASAN)/unit-tests --gtest_brief=1" \
-	  "unit-tsan" "TSAN_OPTIONS=halt_on_error=1 $(TSAN)/unit-tests --gtest_brief=1" \
+	  "unit-tsan" "TSAN_OPTIONS='halt_on_error=1 suppressions=tests/unit/tsan.supp' $(TSAN)/unit-tests --gtest_brief=1" \
 	  "man"       "tests/helpers/lint-man man/*.[1-8]" \
 	  "bats"      "bats --timing tests/*.bats" \
 	  "fuzz"      "FUZZ_SEED=$${FUZZ_SEED:-1} tests/fuzz/run-fuzzers $(FUZZ) $${FUZZ_SECONDS:-15}" \

@@ -11,7 +11,20 @@ setup() {
   common_setup
   export T
 }
-teardown() { common_teardown; }
+# Some tests stop ram-ul with SIGSTOP; a stopped process would never act on
+# SIGTERM, so everything is continued first. Then newest first, one at a
+# time: an nbd-serve stopped while its ram-ul still answers finishes its
+# final sync at once, whereas one whose ram-ul went first waits for it to
+# come back, up to the 60 s outage timeout of remote:.
+teardown() {
+  local p i
+  for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null || true; done
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${PIDS[i]}" 2>/dev/null || true
+    wait "${PIDS[i]}" 2>/dev/null || true
+  done
+  common_teardown
+}
 
 # ul NAME ARGS...: ram-ul --listen unix:$T/NAME.sock ARGS in the background,
 # log in $T/NAME.log; sets WSOCK and UL_PID.
@@ -23,6 +36,38 @@ ul() {
   UL_PID=$!
   PIDS+=("$UL_PID")
   wait_for_socket "$WSOCK"
+}
+
+# ul_again NAME ARGS...: restart ram-ul on $WSOCK, where a killed one left
+# its socket file (which wait_for_socket would take for the new server):
+# waits for the new server's "offering" line instead. Sets UL_PID.
+ul_again() {
+  local name=$1 i
+  shift
+  "$RAM_UL" --listen "unix:$WSOCK" -v "$@" 2>"$T/$name.log" &
+  UL_PID=$!
+  PIDS+=("$UL_PID")
+  for ((i = 0; i < 200; i++)); do
+    grep -q 'offering' "$T/$name.log" && return 0
+    kill -0 "$UL_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "ram-ul did not start again on $WSOCK:" >&2
+  cat "$T/$name.log" >&2
+  return 1
+}
+
+# psk PATH: a PSK file with one random key for identity alice, as
+# make-certs writes it.
+psk() { printf 'alice:%s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >"$1"; }
+
+# certs: C, the make-certs directory (a CA, a server certificate for
+# localhost and 127.0.0.1, a client certificate). RSA keys take seconds to
+# make, so one set serves the whole file.
+certs() {
+  require openssl openssl
+  C=$BATS_FILE_TMPDIR/pki
+  [[ -f $C/keys.psk ]] || "$ROOT/tests/helpers/make-certs" "$C"  # written last
 }
 
 # remote SOCK COMMAND: export ram-ul's store at SOCK as NBD for one command,
@@ -143,7 +188,7 @@ exits_within() {
   run "$RAM_UL" --listen "unix:$T/s.sock" remote:nowhere
   [ "$status" -eq 2 ]
   [[ "$output" == *"expected remote:unix:PATH or remote:tcp:HOST:PORT"* ]]
-  run "$RAM_UL" --listen "unix:$T/s.sock" redis:x
+  run "$RAM_UL" --listen "unix:$T/s.sock" tape:x
   [ "$status" -eq 2 ]
   [[ "$output" == *"not part of this build"* ]]
   [ ! -e "$T/s.sock" ]
@@ -375,6 +420,10 @@ exits_within() {
   exits_within 5 "$UL_PID"
   sleep 0.2
   grep -q 'connection lost' "$T/n.log"
+  # Its server is gone for good: a SIGTERM would make nbd-serve wait out the
+  # outage timeout (60 s) in its final sync.
+  kill -KILL "$nbd"
+  wait "$nbd" || true
 }
 
 @test "SIGTERM right after start is a clean stop (exit 0), never a kill" {
@@ -410,6 +459,255 @@ exits_within() {
   cmp -i 1048576 -n 3145728 /dev/zero "$T/out"
 }
 
+@test "--tls-psk: 8 MiB in and out through nbd-serve remote:?tls-psk=, byte for byte" {
+  require nbdcopy libnbd-bin
+  random_file "$T/in" 8
+  PSK=$T/keys.psk
+  psk "$PSK"
+  ul s --size 8M --tls-psk "$PSK" -v
+  remote "$WSOCK?tls-psk=$PSK" 'nbdcopy "$T/in" "$uri" && nbdcopy "$uri" "$T/out"'
+  cmp "$T/in" "$T/out"
+  grep -q "offering mem:8M on unix:$WSOCK (TLS)" "$T/s.log"
+  grep -q "wire session with 'memsync'" "$T/s.log"
+}
+
+@test "--tls-psk: a wrong key or an unknown identity fails the client at once, exit 1" {
+  PSK=$T/keys.psk
+  psk "$PSK"
+  ul s --size 1M --tls-psk "$PSK" -v
+  psk "$T/wrong.psk"
+  run timeout 30 "$NBD_SERVE" "remote:unix:$WSOCK?tls-psk=$T/wrong.psk" --run 'touch "$T/ran"'
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"nbd-serve: unable to open the backend: connect to unix:$WSOCK (TLS): TLS handshake with the server"* ]]
+  [ ! -e "$T/ran" ]
+  sed 's/^alice:/bob:/' "$PSK" >"$T/bob.psk"
+  run timeout 30 "$NBD_SERVE" "remote:unix:$WSOCK?tls-psk=$T/bob.psk" --run 'touch "$T/ran"'
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"TLS handshake with the server"* ]]
+  [ ! -e "$T/ran" ]
+  grep -q "unknown PSK identity 'bob'" "$T/s.log"
+  # The server goes on serving the right key.
+  run timeout 30 "$NBD_SERVE" "remote:unix:$WSOCK?tls-psk=$PSK" --run 'nbdinfo --size "$uri"'
+  [ "$status" -eq 0 ]
+  [ "$output" = 1048576 ]
+}
+
+@test "with TLS on, ram-ul speaks nothing else: a plaintext client fails cleanly" {
+  PSK=$T/keys.psk
+  psk "$PSK"
+  ul s --size 1M --tls-psk "$PSK" -v
+  run timeout 30 "$NBD_SERVE" "remote:unix:$WSOCK" --run 'touch "$T/ran"'
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"nbd-serve: unable to open the backend: connect to unix:$WSOCK: "* ]]
+  [ ! -e "$T/ran" ]
+  grep -q 'warning: connection ended: TLS handshake' "$T/s.log"
+  kill -0 "$UL_PID"
+  # And the other way round: a TLS client to a plaintext ram-ul.
+  ul plain --size 1M
+  run timeout 30 "$NBD_SERVE" "remote:unix:$WSOCK?tls-psk=$PSK" --run 'touch "$T/ran"'
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"TLS handshake with the server"* ]]
+  [ ! -e "$T/ran" ]
+}
+
+@test "--tls-cert/--tls-key: clients verify the certificate against tls-ca= and its name" {
+  certs
+  ul s --size 1M --tls-cert "$C/server-cert.pem" --tls-key "$C/server-key.pem"
+  run remote "$WSOCK?tls-ca=$C/ca-cert.pem" 'nbdinfo --size "$uri"'
+  [ "$status" -eq 0 ]
+  [ "$output" = 1048576 ]
+  run remote "$WSOCK?tls-ca=$C/ca-cert.pem&tls-hostname=localhost" 'nbdinfo --size "$uri"'
+  [ "$status" -eq 0 ]
+  run timeout 30 "$NBD_SERVE" "remote:unix:$WSOCK?tls-ca=$C/ca-cert.pem&tls-hostname=wrong.example" --run true
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"TLS handshake with the server"*"hostname mismatch"* ]]
+  # Without tls-ca= the system's CAs are used, and they do not know ours.
+  run timeout 30 "$NBD_SERVE" "remote:unix:$WSOCK?tls=yes" --run true
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"certificate"* ]]
+  # Over TCP the name checked by default is HOST: an IP address or a DNS name.
+  "$RAM_UL" --listen tcp:127.0.0.1:0 --size 2M -v \
+    --tls-cert "$C/server-cert.pem" --tls-key "$C/server-key.pem" 2>"$T/tcp.log" &
+  PIDS+=($!)
+  for _ in $(seq 100); do grep -q 'offering' "$T/tcp.log" && break; sleep 0.05; done
+  port=$(sed -n 's/.*offering .* on tcp:127\.0\.0\.1:\([0-9]*\) (TLS).*/\1/p' "$T/tcp.log")
+  [[ $port =~ ^[1-9][0-9]*$ ]]
+  for host in 127.0.0.1 localhost; do
+    run timeout 30 "$NBD_SERVE" "remote:tcp:$host:$port?tls-ca=$C/ca-cert.pem" --run 'nbdinfo --size "$uri"'
+    [ "$status" -eq 0 ]
+    [ "$output" = 2097152 ]
+  done
+  run timeout 30 "$NBD_SERVE" "remote:tcp:127.0.0.1:$port?tls-ca=$C/ca-cert.pem&tls-hostname=wrong.example" --run true
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"hostname mismatch"* ]]
+}
+
+@test "a client with a pre-shared key refuses a server that has only a certificate" {
+  # The key must authenticate the server: a server that answers with any
+  # certificate instead (an impostor without the key) must not be trusted.
+  certs
+  PSK=$T/keys.psk
+  psk "$PSK"
+  ul s --size 1M --tls-cert "$C/server-cert.pem" --tls-key "$C/server-key.pem"
+  run timeout 30 "$NBD_SERVE" "remote:unix:$WSOCK?tls-psk=$PSK" --run 'touch "$T/ran"'
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"did not prove the pre-shared key"* ]]
+  [ ! -e "$T/ran" ]
+}
+
+@test "tls-verify=no turns TLS on (without checking the certificate)" {
+  certs
+  ul s --size 1M --tls-cert "$C/server-cert.pem" --tls-key "$C/server-key.pem"
+  run remote "$WSOCK?tls-verify=no" 'nbdinfo --size "$uri"'
+  echo "$output"
+  [ "$status" -eq 0 ]
+  [ "$output" = 1048576 ]
+}
+
+@test "--tls-ca: only clients with a certificate signed by that CA are served" {
+  certs
+  ul s --size 1M --tls-cert "$C/server-cert.pem" --tls-key "$C/server-key.pem" --tls-ca "$C/ca-cert.pem" -v
+  run timeout 30 "$NBD_SERVE" "remote:unix:$WSOCK?tls-ca=$C/ca-cert.pem" --run 'touch "$T/ran"'
+  echo "$output"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"nbd-serve: unable to open the backend"* ]]
+  [ ! -e "$T/ran" ]
+  grep -q 'peer did not return a certificate' "$T/s.log"
+  # A certificate of its own making is no better.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=mallory \
+    -keyout "$T/self-key.pem" -out "$T/self-cert.pem" 2>/dev/null
+  run timeout 30 "$NBD_SERVE" \
+    "remote:unix:$WSOCK?tls-ca=$C/ca-cert.pem&tls-cert=$T/self-cert.pem&tls-key=$T/self-key.pem" --run 'touch "$T/ran"'
+  [ "$status" -eq 1 ]
+  [ ! -e "$T/ran" ]
+  grep -q 'certificate verify failed' "$T/s.log"
+  run remote "$WSOCK?tls-ca=$C/ca-cert.pem&tls-cert=$C/client-cert.pem&tls-key=$C/client-key.pem" \
+    'nbdinfo --size "$uri"'
+  [ "$status" -eq 0 ]
+  [ "$output" = 1048576 ]
+}
+
+@test "TLS usage errors exit 2 before anything is read or bound" {
+  # The files need not exist: the combination is checked first.
+  run "$RAM_UL" --listen "unix:$T/s.sock" --size 1M --tls-cert "$T/none.pem"
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"ram-ul: usage: --tls-cert and --tls-key go together"* ]]
+  run "$RAM_UL" --listen "unix:$T/s.sock" --size 1M --tls-key "$T/none.pem"
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"ram-ul: usage: --tls-cert and --tls-key go together"* ]]
+  run "$RAM_UL" --listen "unix:$T/s.sock" --size 1M --tls-ca "$T/none.pem"
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"ram-ul: usage: --tls-ca checks client certificates, which needs a server certificate"* ]]
+  [[ "$output" == *"Try 'ram-ul --help'"* ]]
+  # With a PSK but no certificate, it would serve nobody: refused too.
+  run "$RAM_UL" --listen "unix:$T/s.sock" --size 1M --tls-ca "$T/none.pem" --tls-psk "$T/none.psk"
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"--tls-ca checks client certificates"* ]]
+  # Usage is settled before any file is read: a missing PSK file with a
+  # bad endpoint is still a usage error.
+  run "$RAM_UL" --listen "tcp:nohost" --size 1M --tls-psk "$T/none.psk"
+  [ "$status" -eq 2 ]
+  [ ! -e "$T/s.sock" ]
+}
+
+@test "TLS files that cannot be used are a runtime error (exit 1) naming the file" {
+  run "$RAM_UL" --listen "unix:$T/s.sock" --size 1M --tls-psk "$T/missing.psk"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"ram-ul: unable to set up TLS: open PSK file $T/missing.psk: No such file or directory"* ]]
+  printf 'alice:nothex\n' >"$T/bad.psk"
+  run "$RAM_UL" --listen "unix:$T/s.sock" --size 1M --tls-psk "$T/bad.psk"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"ram-ul: unable to set up TLS: $T/bad.psk:1: "* ]]
+  certs
+  run "$RAM_UL" --listen "unix:$T/s.sock" --size 1M --tls-cert "$C/server-cert.pem" --tls-key "$C/client-key.pem"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"ram-ul: unable to set up TLS: "*"$C/client-key.pem"* ]]
+  [ ! -e "$T/s.sock" ]
+}
+
+@test "remote: reconnects to a restarted ram-ul: a write after the restart lands in the file" {
+  require nbdcopy libnbd-bin
+  random_file "$T/in" 8
+  ul s "file:$T/store.img?size=8M"
+  serve n "remote:unix:$WSOCK" -v
+  kill -KILL "$UL_PID"
+  wait "$UL_PID" || true
+  ul_again s2 "file:$T/store.img"
+  run timeout 30 nbdcopy "$T/in" "$URI"
+  echo "$output"
+  [ "$status" -eq 0 ]
+  cmp "$T/in" "$T/store.img"
+  grep -q 'connection lost' "$T/n.log"
+  grep -q 'reconnected' "$T/n.log"
+  kill -TERM "$SERVER_PID"  # its final sync goes to the new server: exit 0
+  exits_within 10 "$SERVER_PID"
+}
+
+@test "remote: sends unanswered writes again after ram-ul is killed mid-copy, over TLS too" {
+  require nbdcopy libnbd-bin
+  random_file "$T/in" 8
+  PSK=$T/keys.psk
+  psk "$PSK"
+  ul s "file:$T/store.img?size=8M" --tls-psk "$PSK"
+  serve n "remote:unix:$WSOCK?tls-psk=$PSK" -v
+  # A stopped server takes requests off the wire into nothing: they are in
+  # flight, unanswered, when it dies.
+  kill -STOP "$UL_PID"
+  timeout 30 nbdcopy "$T/in" "$URI" &
+  copy=$!
+  PIDS+=("$copy")
+  sleep 0.5
+  kill -0 "$copy"  # still waiting for its writes to be answered
+  kill -KILL "$UL_PID"
+  wait "$UL_PID" || true
+  ul_again s2 "file:$T/store.img" --tls-psk "$PSK"
+  wait "$copy"
+  cmp "$T/in" "$T/store.img"
+  grep -q 'reconnected' "$T/n.log"
+  kill -TERM "$SERVER_PID"
+  exits_within 10 "$SERVER_PID"
+}
+
+@test "a ram-ul with a memory store that restarts is noticed: reads fail (EIO), never zeros" {
+  require nbdcopy libnbd-bin
+  random_file "$T/in" 1
+  ul s --size 1M
+  serve n "remote:unix:$WSOCK"
+  timeout 30 nbdcopy "$T/in" "$URI"
+  kill -KILL "$UL_PID"
+  wait "$UL_PID" || true
+  ul_again s2 --size 1M  # same size, new (empty) memory, new store id
+  run timeout 30 nbdcopy "$URI" "$T/out"
+  echo "$output"
+  [ "$status" -ne 0 ]
+  [ "$status" -ne 124 ]  # failed, not stuck
+  [[ "$output" == *"Input/output error"* ]]
+  grep -q 'content is gone' "$T/n.log"
+  # For good: writes fail too, and none reaches the new store.
+  run timeout 30 nbdcopy "$T/in" "$URI"
+  [ "$status" -ne 0 ]
+  [ "$status" -ne 124 ]
+  remote "$WSOCK" 'nbdcopy "$uri" "$T/fresh"'
+  cmp -n 1048576 /dev/zero "$T/fresh"
+}
+
+@test "remote:?timeout=1s: with ram-ul gone for good, a read fails instead of waiting" {
+  require nbdcopy libnbd-bin
+  ul s --size 1M
+  serve n "remote:unix:$WSOCK?timeout=1s"
+  kill -TERM "$UL_PID"
+  exits_within 10 "$UL_PID"
+  run timeout 30 nbdcopy "$URI" "$T/out"
+  echo "$output"
+  [ "$status" -ne 0 ]
+  [ "$status" -ne 124 ]  # failed on its own, not killed by timeout(1)
+  grep -q 'no connection for' "$T/n.log"
+}
+
 @test "examples/remote-memory.sh runs to OK" {
   require nbdcopy libnbd-bin
   RAM_UL=$RAM_UL NBD_SERVE=$NBD_SERVE run "$ROOT/examples/remote-memory.sh"
@@ -432,6 +730,16 @@ exits_within() {
   COMP_WORDS=(ram-ul fi); COMP_CWORD=1
   _ram_ul
   [[ " ${COMPREPLY[*]} " == *" file: "* ]]
+  # The TLS options take file names.
+  touch "$T/keys.psk" "$T/server-key.pem"
+  for opt in --tls-cert --tls-key --tls-ca --tls-psk; do
+    COMP_WORDS=(ram-ul "$opt" "$T/k"); COMP_CWORD=2
+    _ram_ul
+    [ "${COMPREPLY[*]}" = "$T/keys.psk" ]
+  done
+  COMP_WORDS=(ram-ul "--tls-key=$T/s"); COMP_CWORD=1
+  _ram_ul
+  [ "${COMPREPLY[*]}" = "--tls-key=$T/server-key.pem" ]
   # Under real completion only the part after the last ':' is replaced.
   COMP_LINE="ram-ul --listen=un"; COMP_POINT=${#COMP_LINE}
   _ram_ul

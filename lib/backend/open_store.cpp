@@ -3,6 +3,9 @@
 #include "backend/dir_store.hpp"
 #include "backend/file_store.hpp"
 #include "backend/mem_store.hpp"
+#include "backend/redis_store.hpp"
+
+#include <fstream>
 #include "net/endpoint.hpp"
 #include "util/units.hpp"
 #include "wire/remote_store.hpp"
@@ -19,6 +22,8 @@ struct Plan {
   DirStoreOptions dir;
   wire::RemoteTarget remote;
   wire::RemoteOptions remote_opts;
+  Endpoint redis;
+  RedisStoreOptions redis_opts;
 };
 
 Status check_params(const BackendSpec& spec, std::initializer_list<std::string_view> allowed) {
@@ -68,7 +73,10 @@ Status remote_params(const BackendSpec& spec, Plan& p) {
       if (!on) return on.status();
       if (key == "compress" && !*on) p.remote_opts.features &= ~wire::kFeatureLz4;
       if (key == "tls") want_tls = *on;
-      if (key == "tls-verify") tls.verify_peer = *on;
+      if (key == "tls-verify") {
+        tls.verify_peer = *on;
+        want_tls = true;  // like every tls-* parameter
+      }
       continue;
     }
     want_tls = true;
@@ -131,6 +139,41 @@ Result<Plan> make_plan(const BackendSpec& spec, const OpenOptions& opts) {
     MEMSYNC_TRY(remote_params(spec, p));
     return p;
   }
+  if (spec.scheme == "redis") {
+    MEMSYNC_TRY(check_params(spec, {"size", "chunk", "prefix", "db", "connections", "password-file"}));
+    auto ep = parse_endpoint(spec.location);
+    if (!ep || (ep->kind != Endpoint::Kind::Unix && ep->kind != Endpoint::Kind::Tcp))
+      return bad("expected redis:unix:PATH?size=SIZE or redis:tcp:HOST:PORT?size=SIZE");
+    p.redis = *ep;
+    auto size = size_param(spec, "size");
+    if (!size) return size.status();
+    if (!*size) return bad("Redis records no size: give ?size=SIZE");
+    p.redis_opts.size = **size;
+    auto chunk = size_param(spec, "chunk");
+    if (!chunk) return chunk.status();
+    if (*chunk) {
+      if (**chunk > (1ull << 31)) return bad("chunk is too large");
+      p.redis_opts.chunk = static_cast<uint32_t>(**chunk);
+    }
+    if (auto it = spec.params.find("prefix"); it != spec.params.end()) p.redis_opts.prefix = it->second;
+    for (const char* key : {"db", "connections"}) {
+      auto it = spec.params.find(key);
+      if (it == spec.params.end()) continue;
+      auto n = parse_count(it->second);
+      if (!n || *n > 1024) return bad(std::string(key) + " must be a small number");
+      (key == std::string("db") ? p.redis_opts.db : p.redis_opts.connections) = static_cast<unsigned>(*n);
+    }
+    if (auto it = spec.params.find("password-file"); it != spec.params.end()) {
+      // Read at plan time: a password in the spec itself would show in ps.
+      std::ifstream in(it->second);
+      std::string pw;
+      if (!in || !std::getline(in, pw)) return bad("cannot read the password file " + it->second);
+      p.redis_opts.password = pw;
+    }
+    p.redis_opts.read_only = opts.read_only;
+    if (Status st = check_redis_options(p.redis_opts); !st) return bad(st.message());
+    return p;
+  }
   return Status::unsupported("backend '" + spec.text + "': the " + spec.scheme + ": backend is not part of this build yet");
 }
 
@@ -167,8 +210,15 @@ Result<std::shared_ptr<Store>> open_store(const BackendSpec& spec, const OpenOpt
     return std::shared_ptr<Store>(std::move(s).value());
   }
   if (spec.scheme == "remote") {
-    auto s = wire::RemoteStore::connect(plan->remote, plan->remote_opts);
+    auto ro = plan->remote_opts;
+    ro.urgent = opts.urgent;
+    auto s = wire::RemoteStore::connect(plan->remote, ro);
     if (!s) return s.status().with_context("connect to " + plan->remote.to_string());
+    return std::shared_ptr<Store>(std::move(s).value());
+  }
+  if (spec.scheme == "redis") {
+    auto s = RedisStore::open(plan->redis, plan->redis_opts);
+    if (!s) return s.status();
     return std::shared_ptr<Store>(std::move(s).value());
   }
   auto s = DirStore::open(spec.location, plan->dir);

@@ -19,6 +19,7 @@ namespace memsync {
 
 struct OpenOptions {
   bool read_only = false;  // open files read-only; writes fail with EPERM
+  bool urgent = false;     // remote: every request is URGENT (a managed mount's read connection)
 };
 
 Result<std::shared_ptr<Store>> open_store(const BackendSpec& spec, const OpenOptions& opts = {});

@@ -111,6 +111,12 @@ class Store {
 
   // One line naming the backend for logs and `nbd-attach --list`.
   virtual std::string describe() const = 0;
+
+  // Gives up on a remote that is gone: requests waiting for it (to come
+  // back, or for a reply) and all later ones fail with ECANCELED at once.
+  // For shutting down when the user will not wait (a second stop signal).
+  // Default: a local store has nothing to give up on.
+  virtual void interrupt() {}
 };
 
 // Forwards every call to an inner store. Wrappers derive from it and
@@ -139,6 +145,7 @@ class StoreWrapper : public Store {
   bool can_resize() const override { return inner_->can_resize(); }
   Status resize(uint64_t n) override { return inner_->resize(n); }
   std::string describe() const override { return inner_->describe(); }
+  void interrupt() override { inner_->interrupt(); }
 
  protected:
   Store& inner() { return *inner_; }

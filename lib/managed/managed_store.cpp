@@ -79,6 +79,11 @@ std::string ManagedStore::describe() const {
          format_size(opts_.chunk_size) + ")";
 }
 
+void ManagedStore::interrupt() {
+  remote_->interrupt();
+  if (urgent_ != remote_) urgent_->interrupt();
+}
+
 uint64_t ManagedStore::run_bytes(const Run& r) const {
   uint64_t begin = chunk_offset(r.first);
   return std::min(size_, chunk_offset(r.first + r.count)) - begin;

@@ -70,6 +70,7 @@ class ManagedStore final : public Store {
   bool is_read_only() const override { return remote_->is_read_only(); }
   bool can_multi_conn() const override { return true; }  // one state, sync covers all
   std::string describe() const override;
+  void interrupt() override;
 
   struct Progress {
     uint64_t chunks = 0, present = 0, dirty = 0;

@@ -12,7 +12,9 @@ Result<std::shared_ptr<ManagedStore>> open_managed_store(std::string_view remote
   if (!remote) return remote.status().with_context("open the remote store");
   std::shared_ptr<Store> urgent = *remote;
   if (rspec->scheme == "remote") {
-    auto second = open_store(*rspec, opts);
+    OpenOptions urgent_opts = opts;
+    urgent_opts.urgent = true;
+    auto second = open_store(*rspec, urgent_opts);
     if (!second) return second.status().with_context("open the urgent connection");
     urgent = *second;
   }

@@ -225,6 +225,10 @@ Result<std::shared_ptr<TlsServerContext>> TlsServerContext::create(const TlsServ
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_app_data(ctx, self.get());
+  // Needed once client certificates are verified, or sessions (and TLS 1.3
+  // PSK handshakes) fail with "session id context uninitialized".
+  static const unsigned char kSessionContext[] = "memsync";
+  SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof kSessionContext - 1);
   if (opts.cert_file.empty() != opts.key_file.empty())
     return Status::invalid("TLS needs both a certificate and its key");
   if (opts.cert_file.empty() && opts.psk_file.empty())
@@ -299,9 +303,17 @@ Result<std::shared_ptr<TlsClientContext>> TlsClientContext::create(const TlsClie
     self->psk_identity_ = it->first;
     self->psk_key_ = it->second;
     SSL_CTX_set_psk_client_callback(ctx, psk_client_callback);
-    if (SSL_CTX_set_cipher_list(ctx, "ECDHE-PSK:DHE-PSK:PSK:HIGH:!aNULL:!eNULL") != 1)
+    // Only the key may authenticate the server: no certificate suites in
+    // TLS 1.2, and a certificate in TLS 1.3 (a server that did not take our
+    // key and fell back to one) fails the handshake. Otherwise any server
+    // with any certificate would do.
+    if (SSL_CTX_set_cipher_list(ctx, "ECDHE-PSK:DHE-PSK:PSK:!aNULL:!eNULL") != 1)
       return Status::invalid(openssl_error("set PSK cipher list"));
-    self->verify_peer_ = false;  // the key authenticates the server
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, [](int, X509_STORE_CTX* store) {
+      X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+      return 0;
+    });
+    self->verify_peer_ = false;  // no host name check: there is no certificate
   } else {
     self->verify_peer_ = opts.verify_peer;
     if (opts.ca_file.empty() ? SSL_CTX_set_default_verify_paths(ctx) != 1
@@ -330,8 +342,11 @@ Result<TlsServerContext::Accepted> TlsClientContext::connect(UniqueFd sock) cons
   if (SSL_connect(ssl) != 1) {
     std::string why = openssl_error("TLS handshake with the server");
     long v = SSL_get_verify_result(ssl);
-    if (v != X509_V_OK) why += std::string(" (certificate: ") + X509_verify_cert_error_string(v) + ")";
-    else if (psk_key_.empty()) why += " (does the server want a pre-shared key? give one with tls-psk-file=)";
+    if (!psk_key_.empty())
+      why += " (the server did not prove the pre-shared key: a wrong key, an unknown identity, or a server "
+             "with a certificate instead)";
+    else if (v != X509_V_OK) why += std::string(" (certificate: ") + X509_verify_cert_error_string(v) + ")";
+    else why += " (does the server want a pre-shared key?)";
     SSL_free(ssl);
     return Status::error(EACCES, why);
   }

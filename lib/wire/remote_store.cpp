@@ -101,16 +101,18 @@ Result<HelloReply> RemoteStore::handshake(Channel& ch) {
   return *rep;
 }
 
-RemoteStore::~RemoteStore() {
+void RemoteStore::interrupt() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();  // ends a backoff wait
-  {
-    std::lock_guard lock(write_mu_);
-    if (conn_.channel) conn_.channel->stop();  // the reader wakes, fails what is left, and ends
-  }
+  std::lock_guard lock(write_mu_);
+  if (conn_.channel) conn_.channel->stop();  // the reader wakes, fails what is left, and ends
+}
+
+RemoteStore::~RemoteStore() {
+  interrupt();
   if (reader_.joinable()) reader_.join();
 }
 
@@ -189,7 +191,7 @@ void RemoteStore::run_reader() {
       connected_ = false;
     }
     if (stopping()) {
-      fail_all(Status::error(ECONNRESET, description_ + ": closed"), true);
+      fail_all(Status::error(ECANCELED, description_ + ": given up (shutting down)"), true);
       return;
     }
     Status why = Status::error(ECONNRESET, description_ + ": connection lost: " + lost.message());
@@ -214,7 +216,7 @@ bool RemoteStore::reconnect(const Status& why) {
     Status st = try_reconnect(permanent);
     if (st) return true;
     if (stopping()) {
-      fail_all(Status::error(ECONNRESET, description_ + ": closed"), true);
+      fail_all(Status::error(ECANCELED, description_ + ": given up (shutting down)"), true);
       return false;
     }
     if (permanent) {
@@ -232,8 +234,12 @@ bool RemoteStore::reconnect(const Status& why) {
       log::error(gone.message() + "; failing requests until it is back");
       fail_all(gone, false);
     }
+    // Sleep the backoff, but wake for the outage deadline, not after it.
+    auto pause = backoff;
+    if (!timed_out && opts_.outage_timeout.count() > 0)
+      pause = std::clamp<std::chrono::milliseconds>(opts_.outage_timeout - down_for, std::chrono::milliseconds(1), backoff);
     std::unique_lock lock(mu_);
-    cv_.wait_for(lock, backoff, [&] { return stopping_; });
+    cv_.wait_for(lock, pause, [&] { return stopping_; });
     backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);
   }
 }
@@ -250,13 +256,13 @@ Status RemoteStore::try_reconnect(bool& permanent) {
   if (!rep) return rep.status();
   // Resending into a different store would be silent corruption.
   std::string changed;
-  if (rep->store_id != terms_.store_id) changed = "its content is gone (the server restarted with a new memory store)";
+  if (rep->store_id != terms_.store_id) changed = "its content is gone: the server restarted with a new memory store";
   else if (rep->size != terms_.size) changed = "its size changed";
   else if (rep->read_only != terms_.read_only) changed = "it became " + std::string(rep->read_only ? "read-only" : "writable");
   else if (rep->features != terms_.features || rep->max_payload < terms_.max_payload) changed = "its terms changed";
   if (!changed.empty()) {
     permanent = true;
-    return Status::error(EIO, description_ + ": the remote store changed (" + changed + "): giving up");
+    return Status::error(EIO, description_ + ": the remote store changed, " + changed + "; giving up");
   }
   std::lock_guard lock(write_mu_);
   ++generation_;
@@ -280,6 +286,30 @@ void RemoteStore::send_locked(uint64_t id, Pending& p) {
   if (!st) conn_.channel->stop();
 }
 
+void RemoteStore::submit(Pending& p) {
+  if (opts_.urgent) p.flags |= kFlagUrgent;
+  uint64_t id;
+  {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return pending_.size() < terms_.max_inflight || !failing_; });
+    if (!failing_) {
+      p.status = failing_;
+      p.done = true;
+      return;
+    }
+    id = next_id_++;
+    pending_[id] = &p;
+  }
+  std::lock_guard lock(write_mu_);
+  send_locked(id, p);
+}
+
+Status RemoteStore::wait(Pending& p) {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return p.done; });
+  return p.status;
+}
+
 Status RemoteStore::call(uint16_t type, uint16_t flags, std::initializer_list<std::span<const std::byte>> parts,
                          std::span<std::byte> into) {
   Pending p;
@@ -287,46 +317,58 @@ Status RemoteStore::call(uint16_t type, uint16_t flags, std::initializer_list<st
   p.flags = flags;
   for (auto& part : parts) p.parts[p.part_count++] = part;
   p.into = into;
-  uint64_t id;
-  {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return pending_.size() < terms_.max_inflight || !failing_; });
-    if (!failing_) return failing_;
-    id = next_id_++;
-    pending_[id] = &p;
-  }
-  {
-    std::lock_guard lock(write_mu_);
-    send_locked(id, p);
-  }
-  std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return p.done; });
-  return p.status;
+  submit(p);
+  return wait(p);
 }
 
+// Requests larger than max_payload go out as several, all in flight at
+// once (one round trip, not one per part), and are waited for together.
 Status RemoteStore::read_at(std::span<std::byte> buf, uint64_t offset) {
-  for (size_t done = 0; done < buf.size();) {
-    uint32_t n = static_cast<uint32_t>(std::min<size_t>(buf.size() - done, terms_.max_payload));
-    auto req = encode_range(Range{offset + done, n});
-    MEMSYNC_TRY(call(kRead, 0, {req}, buf.subspan(done, n)));
-    done += n;
+  if (buf.size() <= terms_.max_payload) {
+    auto req = encode_range(Range{offset, static_cast<uint32_t>(buf.size())});
+    return call(kRead, 0, {req}, buf);
   }
-  return Status::ok();
+  size_t count = (buf.size() + terms_.max_payload - 1) / terms_.max_payload;
+  std::vector<Pending> parts(count);  // never resized: the reader holds pointers
+  std::vector<std::vector<std::byte>> ranges(count);
+  for (size_t i = 0; i < count; ++i) {
+    size_t done = i * terms_.max_payload;
+    uint32_t n = static_cast<uint32_t>(std::min<size_t>(buf.size() - done, terms_.max_payload));
+    ranges[i] = encode_range(Range{offset + done, n});
+    parts[i].type = kRead;
+    parts[i].parts[0] = ranges[i];
+    parts[i].part_count = 1;
+    parts[i].into = buf.subspan(done, n);
+    submit(parts[i]);
+  }
+  Status first;
+  for (auto& p : parts)
+    if (Status st = wait(p); !st && first) first = st;
+  return first;
 }
 
 Status RemoteStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
-  for (size_t done = 0; done < buf.size();) {
-    size_t n = std::min<size_t>(buf.size() - done, terms_.max_payload);
-    auto chunk = buf.subspan(done, n);
-    ByteWriter head;
-    head.u64(offset + done);
-    std::vector<std::byte> packed;
-    if (terms_.features & kFeatureLz4) packed = compress_payload(chunk);
-    if (!packed.empty()) MEMSYNC_TRY(call(kWrite, kFlagCompressed, {head.data(), packed}));
-    else MEMSYNC_TRY(call(kWrite, 0, {head.data(), chunk}));
-    done += n;
+  size_t count = std::max<size_t>(1, (buf.size() + terms_.max_payload - 1) / terms_.max_payload);
+  std::vector<Pending> parts(count);  // never resized: the reader holds pointers
+  std::vector<ByteWriter> heads(count);
+  std::vector<std::vector<std::byte>> packed(count);
+  for (size_t i = 0; i < count; ++i) {
+    size_t done = i * terms_.max_payload;
+    auto chunk = buf.subspan(done, std::min<size_t>(buf.size() - done, terms_.max_payload));
+    heads[i].u64(offset + done);
+    if (terms_.features & kFeatureLz4) packed[i] = compress_payload(chunk);
+    Pending& p = parts[i];
+    p.type = kWrite;
+    p.flags = packed[i].empty() ? 0 : kFlagCompressed;
+    p.parts[0] = heads[i].data();
+    p.parts[1] = packed[i].empty() ? chunk : std::span<const std::byte>(packed[i]);
+    p.part_count = 2;
+    submit(p);
   }
-  return Status::ok();
+  Status first;
+  for (auto& p : parts)
+    if (Status st = wait(p); !st && first) first = st;
+  return first;
 }
 
 Status RemoteStore::sync() { return call(kSync, 0, {}); }

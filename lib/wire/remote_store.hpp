@@ -42,6 +42,9 @@ struct RemoteOptions {
   std::string name = "memsync";  // shown in the server's log
   // How long requests wait for a lost connection to come back (0 = forever).
   std::chrono::milliseconds outage_timeout{60000};
+  // Mark every request URGENT: this connection carries only reads someone
+  // waits for (the managed mount's second connection; memsync-wire(7)).
+  bool urgent = false;
 };
 
 // Makes a new connection to the same server (see dial()).
@@ -70,6 +73,7 @@ class RemoteStore final : public Store {
   Status trim(uint64_t offset, uint64_t length) override;
   Status write_zeroes(uint64_t offset, uint64_t length, bool may_punch) override;
   std::string describe() const override { return "remote:" + description_; }
+  void interrupt() override;
 
   const HelloReply& terms() const { return terms_; }
 
@@ -84,6 +88,10 @@ class RemoteStore final : public Store {
   // the data.
   Status call(uint16_t type, uint16_t flags, std::initializer_list<std::span<const std::byte>> parts,
               std::span<std::byte> into = {});
+  // call() in two halves, for several requests in flight from one caller.
+  // submit() may wait for an in-flight slot; p must stay put until wait().
+  void submit(Pending& p);
+  Status wait(Pending& p);
   // TRIM or WRITE_ZEROES over a range of any length, in 1 GiB requests.
   Status zero_range(uint16_t type, uint64_t offset, uint64_t length);
   // REQUIRES write_mu_: sends p on the current connection unless it is

@@ -185,10 +185,17 @@ int serve_main(int argc, char** argv) {
 
   // Everything from here on acts. Signals are watched first, so a SIGTERM
   // that arrives while we are still setting up is a clean stop, not a kill.
-  StopHook stop;
+  StopHook stop, give_up;
   SignalWatcher signals({SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
-    log::info(std::string("caught ") + strsignal(sig) + ", shutting down");
-    stop.request();
+    if (!stop.requested()) {
+      log::info(std::string("caught ") + strsignal(sig) + ", shutting down");
+      stop.request();
+    } else {
+      // The final sync may wait for a remote that is gone (its timeout=):
+      // a second signal gives up on it.
+      log::warn(std::string("caught ") + strsignal(sig) + " again: not waiting for the backend any longer");
+      give_up.request();
+    }
   });
 
   if (ec.tls != nbd::TlsMode::Off) {
@@ -205,6 +212,7 @@ int serve_main(int argc, char** argv) {
     else store = m.status();
   }
   if (!store) return cli::fail("open the backend", store.status());
+  give_up.set_target([s = *store] { s->interrupt(); });
   auto service = cli::Service::open(service_spec);
   if (!service) return cli::fail("set up the connection", service.status());
   auto& svc = **service;

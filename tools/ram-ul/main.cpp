@@ -95,16 +95,21 @@ int upload_main(int argc, char** argv) {
   bool want_tls = !tls.cert_file.empty() || !tls.key_file.empty() || !tls.ca_file.empty() || !tls.psk_file.empty();
   if (want_tls) {
     if (tls.cert_file.empty() != tls.key_file.empty()) throw cli::UsageError("--tls-cert and --tls-key go together");
+    if (!tls.ca_file.empty() && tls.cert_file.empty())
+      throw cli::UsageError("--tls-ca checks client certificates, which needs a server certificate: add --tls-cert/--tls-key");
     if (tls.cert_file.empty() && tls.psk_file.empty())
-      throw cli::UsageError("--tls-ca checks client certificates: give --tls-cert/--tls-key or --tls-psk too");
-    auto ctx = TlsServerContext::create(tls);
-    if (!ctx) return cli::fail("set up TLS", ctx.status());
-    opts.tls = std::move(ctx).value();
+      throw cli::UsageError("TLS needs --tls-cert/--tls-key or --tls-psk");
   }
   // Socket activation replaces the default listener, not an explicit one.
   bool activated = std::getenv("LISTEN_FDS") != nullptr && !vm.count("listen");
   cli::ServiceSpec service_spec = cli::parse_service_options(activated ? "" : listen, "");
   if (service_spec.connected_fd) throw cli::UsageError("--listen: ram-ul needs a listening socket, not a connection");
+  // Usage is settled: from here on, files are read and things are created.
+  if (want_tls) {
+    auto ctx = TlsServerContext::create(tls);
+    if (!ctx) return cli::fail("set up TLS", ctx.status());
+    opts.tls = std::move(ctx).value();
+  }
 
   StopHook stop;
   SignalWatcher signals({SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
