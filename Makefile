@@ -14,7 +14,7 @@ CXX       ?= g++
 CLANGXX   ?= clang++
 JOBS      ?= 2
 
-TOOLS     := nbd-serve nbd-attach ram-ul
+TOOLS     := nbd-serve nbd-attach ram-ul ram-dl
 BUILD     := build
 ASAN      := build-asan
 TSAN      := build-tsan

@@ -55,9 +55,24 @@ TEST(OpenStore, MessagesNameTheProblem) {
   r = open_store("mem:1G?x=1");
   ASSERT_FALSE(r);
   EXPECT_NE(r.status().message().find("unknown parameter 'x'"), std::string::npos);
-  r = open_store("redis:unix:/tmp/r.sock");
+  r = open_store("tape:/dev/nst0");
   ASSERT_FALSE(r);
   EXPECT_TRUE(r.status().is_unsupported());
+  r = open_store("redis:unix:/tmp/r.sock");  // Redis keeps no size
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("?size=SIZE"), std::string::npos) << r.status().message();
+  r = open_store("redis:unix:/tmp/r.sock?size=1M&chunk=3000");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("chunk"), std::string::npos) << r.status().message();
+  r = open_store("redis:unix:/tmp/r.sock?size=1M&colour=red");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("unknown parameter 'colour'"), std::string::npos);
+  r = open_store("remote:unix:/tmp/x.sock?tls-cert=a.pem");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("tls-cert and tls-key go together"), std::string::npos);
+  r = open_store("remote:unix:/tmp/x.sock?compress=maybe");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("yes or no"), std::string::npos);
   r = open_store("remote:fd:3");
   ASSERT_FALSE(r);
   EXPECT_NE(r.status().message().find("remote:unix:PATH"), std::string::npos) << r.status().message();

@@ -38,7 +38,8 @@ activation (LISTEN_FDS).
 
 BACKEND is mem:SIZE, file:PATH[?size=SIZE],
 dir:PATH?size=SIZE[&chunk=SIZE][&max-open=N], remote:ENDPOINT (a memsync
-wire server such as ram-ul) or a plain path (see memsync(7)).
+wire server such as ram-ul), redis:ENDPOINT?size=SIZE or a plain path (see
+memsync(7)).
 
 Options:
   -l, --listen ENDPOINT     accept clients on unix:PATH, tcp:HOST:PORT or a
