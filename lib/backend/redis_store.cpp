@@ -34,6 +34,9 @@ namespace {
 constexpr uint64_t kBatchBytes = 8 << 20;
 constexpr uint32_t kMinChunk = 512, kMaxChunk = 32u << 20;
 constexpr unsigned kMaxConnections = 64, kDatabases = 16;
+// Each failed attempt means another writer changed the chunk meanwhile, so
+// writers as a whole progress; the bound only stops a livelock.
+constexpr unsigned kMaxWatchAttempts = 100;
 
 struct FreeReply {
   void operator()(redisReply* r) const { freeReplyObject(r); }
@@ -149,37 +152,27 @@ class RedisStore::Lease {
 
 namespace {
 
-// The stripe locks of one write batch, taken in ascending stripe order (so
-// two batches can never wait for each other in a cycle) and released on
-// destruction. A stripe is exclusive when any piece on it is partial.
+// The stripe locks of a write batch's partial chunks, taken in ascending
+// stripe order (so two batches never wait for each other in a cycle) and
+// released on destruction. A request has at most two partial chunks.
 class StripeLocks {
  public:
-  template <size_t N, class Partial>
-  StripeLocks(std::array<std::shared_mutex, N>& stripes, std::span<const uint64_t> indexes, Partial&& partial)
-      : stripes_(stripes.data()), mode_(N, kNone) {
-    for (size_t i = 0; i < indexes.size(); ++i) {
-      auto& m = mode_[indexes[i] % N];
-      const uint8_t want = partial(i) ? kExclusive : kShared;
-      if (want > m) m = want;
-    }
-    for (size_t s = 0; s < N; ++s) {
-      if (mode_[s] == kExclusive) stripes_[s].lock();
-      else if (mode_[s] == kShared) stripes_[s].lock_shared();
-    }
+  template <size_t N>
+  StripeLocks(std::array<std::mutex, N>& stripes, std::vector<uint64_t> indexes) {
+    for (auto& i : indexes) i %= N;
+    std::sort(indexes.begin(), indexes.end());
+    indexes.erase(std::unique(indexes.begin(), indexes.end()), indexes.end());
+    for (uint64_t s : indexes) held_.push_back(&stripes[s]);
+    for (auto* m : held_) m->lock();
   }
   ~StripeLocks() {
-    for (size_t s = mode_.size(); s-- > 0;) {
-      if (mode_[s] == kExclusive) stripes_[s].unlock();
-      else if (mode_[s] == kShared) stripes_[s].unlock_shared();
-    }
+    for (auto it = held_.rbegin(); it != held_.rend(); ++it) (*it)->unlock();
   }
   StripeLocks(const StripeLocks&) = delete;
   StripeLocks& operator=(const StripeLocks&) = delete;
 
  private:
-  enum Mode : uint8_t { kNone, kShared, kExclusive };
-  std::shared_mutex* stripes_;
-  std::vector<uint8_t> mode_;
+  std::vector<std::mutex*> held_;
 };
 
 // Appends cmd to the connection's output and reads every reply of what was
@@ -408,75 +401,117 @@ Status RedisStore::read_batch(RedisConn& conn, std::span<const Piece> pieces, st
 Status RedisStore::write_batch(RedisConn& conn, std::span<const Piece> pieces, const std::byte* data) const {
   std::vector<std::string> keys;
   keys.reserve(pieces.size());
-  for (const auto& p : pieces) keys.push_back(key(p.index));
-
-  // Chunks that need a value built here: partial ones (read, then
-  // overlaid) and a whole last chunk shorter than `chunk` (padded).
-  std::vector<std::vector<std::byte>> built(pieces.size());
-  std::vector<Command> cmds(1);
   std::vector<size_t> partial;
-  cmds[0].add("MGET", 4);
   for (size_t i = 0; i < pieces.size(); ++i) {
-    if (whole(pieces[i])) continue;
-    partial.push_back(i);
-    cmds[0].add(keys[i]);
+    keys.push_back(key(pieces[i].index));
+    if (!whole(pieces[i])) partial.push_back(i);
   }
   std::vector<ReplyPtr> replies;
-  if (!partial.empty()) {
-    MEMSYNC_TRY(send_commands(conn, cmds, replies, where_, opts_.command_timeout));
-    const redisReply* r = replies[0].get();
-    if (r->type == REDIS_REPLY_ERROR) return reply_error(where_ + ": MGET", r);
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != partial.size()) return unexpected(where_, "MGET", r);
-    for (size_t j = 0; j < partial.size(); ++j) {
-      const redisReply* e = r->element[j];
-      auto& value = built[partial[j]];
-      value.assign(chunk_, std::byte{0});
-      if (e->type == REDIS_REPLY_STRING) {
-        if (e->len != chunk_) return bad_value(pieces[partial[j]].index, e->len);
-        std::memcpy(value.data(), e->str, chunk_);
-      } else if (e->type != REDIS_REPLY_NIL) {
-        return unexpected(where_, "MGET", e);
+  for (unsigned attempt = 1;; ++attempt) {
+    // Values built here: partial chunks (old value overlaid) and a whole
+    // last chunk shorter than `chunk` (padded with zeros).
+    std::vector<std::vector<std::byte>> built(pieces.size());
+    if (!partial.empty()) {
+      std::vector<Command> cmds(2);
+      cmds[0].add("WATCH", 5);
+      cmds[1].add("MGET", 4);
+      for (size_t i : partial) {
+        cmds[0].add(keys[i]);
+        cmds[1].add(keys[i]);
+      }
+      MEMSYNC_TRY(send_commands(conn, cmds, replies, where_, opts_.command_timeout));
+      Status st = replies[0]->type == REDIS_REPLY_ERROR ? reply_error(where_ + ": WATCH", replies[0].get())
+                                                        : Status::ok();
+      const redisReply* r = replies[1].get();
+      if (st && r->type == REDIS_REPLY_ERROR) st = reply_error(where_ + ": MGET", r);
+      if (st && (r->type != REDIS_REPLY_ARRAY || r->elements != partial.size())) st = unexpected(where_, "MGET", r);
+      for (size_t j = 0; st && j < partial.size(); ++j) {
+        const redisReply* e = r->element[j];
+        auto& value = built[partial[j]];
+        value.assign(chunk_, std::byte{0});
+        if (e->type == REDIS_REPLY_STRING) {
+          if (e->len != chunk_) st = bad_value(pieces[partial[j]].index, e->len);
+          else std::memcpy(value.data(), e->str, chunk_);
+        } else if (e->type != REDIS_REPLY_NIL) {
+          st = unexpected(where_, "MGET", e);
+        }
+      }
+      if (!st) {
+        // Leave the connection watching nothing for its next user.
+        std::vector<Command> unwatch(1);
+        unwatch[0].add("UNWATCH", 7);
+        send_commands(conn, unwatch, replies, where_, opts_.command_timeout).ignore();
+        return st;
       }
     }
-  }
 
-  // Every chunk's new value, then one MSET of the non-zero ones and one DEL
-  // of the zero ones, sent together.
-  Command mset, del;
-  mset.add("MSET", 4);
-  del.add("DEL", 3);
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    const Piece& p = pieces[i];
-    const std::byte* value = nullptr;
-    if (!built[i].empty() || (p.n != chunk_ && data)) {
-      auto& v = built[i];
-      if (v.empty()) v.assign(chunk_, std::byte{0});
-      if (data) std::memcpy(v.data() + p.in, data + p.at, p.n);
-      else std::memset(v.data() + p.in, 0, p.n);
-      value = v.data();
-    } else if (data) {
-      value = data + p.at;  // a whole chunk straight from the caller's buffer
+    // Every chunk's new value, then one MSET of the non-zero ones and one
+    // DEL of the zero ones, sent together.
+    Command mset, del;
+    mset.add("MSET", 4);
+    del.add("DEL", 3);
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      const Piece& p = pieces[i];
+      const std::byte* value = nullptr;
+      if (!built[i].empty() || (p.n != chunk_ && data)) {
+        auto& v = built[i];
+        if (v.empty()) v.assign(chunk_, std::byte{0});
+        if (data) std::memcpy(v.data() + p.in, data + p.at, p.n);
+        else std::memset(v.data() + p.in, 0, p.n);
+        value = v.data();
+      } else if (data) {
+        value = data + p.at;  // a whole chunk straight from the caller's buffer
+      }
+      if (!value || all_zero(value, chunk_)) {
+        del.add(keys[i]);
+      } else {
+        mset.add(keys[i]);
+        mset.add(value, chunk_);
+      }
     }
-    if (!value || all_zero(value, chunk_)) {
-      del.add(keys[i]);
-    } else {
-      mset.add(keys[i]);
-      mset.add(value, chunk_);
+    // With partial chunks, MULTI/EXEC applies the batch only if no watched
+    // key changed since it was read (a whole-chunk write of this process, or
+    // any write of another); EXEC answers nil then, and we read again.
+    std::vector<Command> cmds;
+    if (!partial.empty()) cmds.emplace_back().add("MULTI", 5);
+    if (mset.args() > 1) cmds.push_back(std::move(mset));
+    if (del.args() > 1) cmds.push_back(std::move(del));
+    if (!partial.empty()) cmds.emplace_back().add("EXEC", 4);
+    MEMSYNC_TRY(send_commands(conn, cmds, replies, where_, opts_.command_timeout));
+    // Queued commands answer QUEUED (or an error that makes EXEC fail);
+    // EXEC answers their real replies as an array.
+    std::vector<const redisReply*> results;
+    for (size_t i = 0; i < replies.size(); ++i) {
+      const redisReply* r = replies[i].get();
+      const char* what = cmds[i].argv[0];
+      if (r->type == REDIS_REPLY_ERROR) return reply_error(where_ + ": " + what, r);
+      if (partial.empty()) {
+        results.push_back(r);
+      } else if (std::strcmp(what, "EXEC") == 0) {
+        if (r->type == REDIS_REPLY_NIL) break;  // a watched key changed
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != cmds.size() - 2) return unexpected(where_, what, r);
+        results.assign(r->element, r->element + r->elements);
+      } else if (r->type != REDIS_REPLY_STATUS) {
+        return unexpected(where_, what, r);
+      }
     }
+    if (!partial.empty() && results.empty()) {
+      if (attempt == kMaxWatchAttempts)
+        return Status::io(where_ + ": chunks " + keys[partial.front()] + " .. " + keys[partial.back()] +
+                          " kept changing during " + std::to_string(attempt) + " read-modify-write attempts");
+      continue;
+    }
+    const size_t first = partial.empty() ? 0 : 1;
+    for (size_t i = 0; i < results.size(); ++i) {
+      const redisReply* r = results[i];
+      const char* what = cmds[first + i].argv[0];
+      if (r->type == REDIS_REPLY_ERROR) return reply_error(where_ + ": " + what, r);
+      const bool expected = std::strcmp(what, "DEL") == 0 ? r->type == REDIS_REPLY_INTEGER
+                                                           : r->type == REDIS_REPLY_STATUS;
+      if (!expected) return unexpected(where_, what, r);
+    }
+    return Status::ok();
   }
-  cmds.clear();
-  if (mset.args() > 1) cmds.push_back(std::move(mset));
-  if (del.args() > 1) cmds.push_back(std::move(del));
-  MEMSYNC_TRY(send_commands(conn, cmds, replies, where_, opts_.command_timeout));
-  for (size_t i = 0; i < replies.size(); ++i) {
-    const redisReply* r = replies[i].get();
-    const char* what = cmds[i].argv[0];
-    if (r->type == REDIS_REPLY_ERROR) return reply_error(where_ + ": " + what, r);
-    const bool expected = std::strcmp(what, "DEL") == 0 ? r->type == REDIS_REPLY_INTEGER
-                                                         : r->type == REDIS_REPLY_STATUS;
-    if (!expected) return unexpected(where_, what, r);
-  }
-  return Status::ok();
 }
 
 Status RedisStore::read_at(std::span<std::byte> buf, uint64_t offset) {
@@ -494,9 +529,10 @@ Status RedisStore::write_range(const std::byte* data, uint64_t offset, uint64_t 
   if (length == 0) return Status::ok();
   Lease lease = acquire();
   return for_each_batch(offset, length, [&](std::span<const Piece> pieces) {
-    std::vector<uint64_t> indexes(pieces.size());
-    for (size_t i = 0; i < pieces.size(); ++i) indexes[i] = pieces[i].index;
-    StripeLocks locks(stripes_, indexes, [&](size_t i) { return !whole(pieces[i]); });
+    std::vector<uint64_t> partial;
+    for (const auto& p : pieces)
+      if (!whole(p)) partial.push_back(p.index);
+    StripeLocks locks(stripes_, std::move(partial));
     return with_retry(lease, [&](RedisConn& conn) { return write_batch(conn, pieces, data); });
   });
 }

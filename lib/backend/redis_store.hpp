@@ -13,33 +13,34 @@
 // say) as missing, so such a chunk reads as zeros until it is written.
 //
 // Round trips: a request is cut into batches of at most 8 MiB of chunks (at
-// least one chunk). A read batch is one MGET. A write batch is one MGET of
-// its partially covered chunks (at most two per request, none when aligned)
-// and then one pipeline of an MSET of the non-zero chunks and a DEL of the
-// zero ones, both appended (redisAppendCommandArgv) before any reply is read.
-// So a request costs about (bytes / 8 MiB) round trips, not one per chunk;
-// one MSET rather than a SET per chunk also lets hiredis format the batch
-// into one buffer instead of growing its output buffer chunk by chunk.
+// least one chunk). A read batch is one MGET. A write batch of whole chunks
+// is one MSET of the non-zero chunks and one DEL of the zero ones, appended
+// (redisAppendCommandArgv) before any reply is read: one round trip. A batch
+// with partial chunks (at most two per request: its unaligned edges) first
+// sends WATCH and MGET of those, then MULTI, MSET, DEL, EXEC: two round
+// trips. So a request costs about (bytes / 8 MiB) round trips, not one per
+// chunk; one MSET rather than a SET per chunk also lets hiredis format the
+// batch into one buffer instead of growing its output buffer chunk by chunk.
 //
 // Concurrency: a pool of `connections` hiredis connections, opened lazily
 // (open() makes the first one, so a wrong endpoint or password fails there);
 // a request holds one connection for its whole duration, so at most that
 // many requests talk to Redis at once and others wait for a free one.
-// Writes lock the chunks of a batch through 256 striped locks, taken in
-// ascending order: a read-modify-write of a partial chunk holds its stripe
-// exclusively, a whole-chunk SET or DEL holds it shared, so concurrent
-// partial writes to one chunk all land and a whole-chunk write never falls
-// between another writer's read and write-back. Reads take no locks.
-// Not promised: other processes writing the same keys are not coordinated
-// (two memsync processes on one prefix may lose each other's partial
-// writes); multi-conn is safe because every connection of this process goes
-// through the same locks and the same Redis.
+// Partial-chunk writes are read-modify-write, serialised per chunk by 256
+// striped mutexes (at most two held, taken in ascending order), so
+// concurrent partial writes to one chunk all land. Whole-chunk writes take
+// no lock; a partial write that one slips between its read and write-back
+// is caught by WATCH (EXEC fails) and redone on the new value, so the result
+// is always one write after the other. WATCH also covers writers in other
+// processes using the same keys. Reads take no locks; a read racing a write
+// may see some chunks old and some new, as with any store.
+// multi-conn is safe: every connection reaches the same Redis.
 //
 // Failures: a connection-level failure (refused, lost, timed out) is EIO
 // with "redis ENDPOINT: reason". A connection that fails mid-request is
-// replaced and its batch sent again, at most once per request: SET and DEL
-// of whole values are idempotent and the batch's chunk locks are still held,
-// so the retry cannot interleave with this process's other writers. A
+// replaced and its batch sent again, at most once per request: MSET and DEL
+// of whole values are idempotent, and a partial chunk is read again under
+// the same lock and WATCH, so a retry cannot lose another writer's bytes. A
 // timeout is not retried (the server is hung, not restarted). Connecting
 // waits at most connect_timeout; every command waits at most
 // command_timeout, so a hung Redis fails requests instead of hanging them.
@@ -64,7 +65,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -160,7 +160,7 @@ class RedisStore final : public Store {
   uint32_t chunk_ = 0;
   bool read_only_ = false;
 
-  std::array<std::shared_mutex, 256> stripes_;  // chunk i's lock is stripes_[i % 256]
+  std::array<std::mutex, 256> stripes_;  // chunk i's read-modify-write lock is stripes_[i % 256]
 
   std::mutex mu_;  // guards the pool below
   std::condition_variable freed_;
