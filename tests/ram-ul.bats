@@ -501,8 +501,9 @@ exits_within() {
   echo "$output"
   [ "$status" -eq 1 ]
   [[ "$output" == *"nbd-serve: unable to open the backend: connect to unix:$WSOCK: "* ]]
+  [[ "$output" == *"this server speaks TLS only"* ]]
   [ ! -e "$T/ran" ]
-  grep -q 'warning: connection ended: TLS handshake' "$T/s.log"
+  grep -q 'warning: connection ended: a client without TLS was refused' "$T/s.log"
   kill -0 "$UL_PID"
   # And the other way round: a TLS client to a plaintext ram-ul.
   ul plain --size 1M

@@ -3,6 +3,9 @@
 #include <condition_variable>
 #include <deque>
 #include <random>
+
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <thread>
 #include <vector>
 
@@ -261,6 +264,16 @@ Status WireServer::serve(Channel& ch) {
   } unregister{this, &ch};
 
   if (opts_.tls) {
+    // A plaintext client would only see its connection reset: if its first
+    // bytes are a wire frame rather than a TLS ClientHello, say why instead.
+    std::array<std::byte, 4> first{};
+    timeval tv{10, 0};
+    (void)::setsockopt(ch.write_fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (::recv(ch.write_fd(), first.data(), first.size(), MSG_PEEK | MSG_WAITALL) == 4 && load_be32(first.data()) == kMagic) {
+      auto err = encode_error(ErrorReply{EACCES, "this server speaks TLS only: connect with TLS (e.g. tls-psk= or tls-ca=)"});
+      (void)send_frame(ch, FrameHeader{static_cast<uint16_t>(kHello | kReplyBit), kFlagError, 0, 0}, {err});
+      return Status::error(EACCES, "a client without TLS was refused");
+    }
     auto [in, out] = ch.release_fds();
     auto accepted = opts_.tls->accept(std::move(in), std::move(out));
     if (!accepted) return accepted.status();
