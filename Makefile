@@ -39,7 +39,7 @@ HELPERS   := $(HELPER_SRC:tests/helpers/%.cpp=$(BUILD)/tests/%)
 DEB_PACKAGES := g++ make pkg-config libboost-program-options-dev libssl-dev \
   libnl-3-dev libnl-genl-3-dev liblz4-dev libhiredis-dev libgtest-dev \
   clang libclang-rt-14-dev bats mandoc libnbd-bin python3-libnbd nbdkit qemu-utils fio \
-  nbd-client nbd-server gnutls-bin openssl redis-server \
+  nbd-client nbd-server gnutls-bin openssl redis-server redis-tools \
   qemu-system-x86 busybox-static xz-utils procps
 
 .PHONY: all deps check check-long unit unit-asan unit-tsan bats fuzz kernel lint bench demo install clean

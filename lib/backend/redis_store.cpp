@@ -1,12 +1,11 @@
 #include "backend/redis_store.hpp"
 
 #include <hiredis/hiredis.h>
-#include <pthread.h>
-#include <signal.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "util/sigpipe_guard.hpp"
 #include "util/units.hpp"
 
 namespace memsync {
@@ -15,14 +14,15 @@ namespace memsync {
 // connection failed (the next user connects afresh).
 struct RedisConn {
   redisContext* ctx = nullptr;
-  bool timed_out = false;  // the last failure was a command timeout
+  bool failed = false;     // the connection is unusable (out of step or gone)
+  bool timed_out = false;  // ... because a command timed out
   ~RedisConn() {
     if (ctx) redisFree(ctx);
   }
   void drop() {
     if (ctx) redisFree(ctx);
     ctx = nullptr;
-    timed_out = false;
+    failed = timed_out = false;
   }
 };
 
@@ -42,41 +42,6 @@ struct FreeReply {
   void operator()(redisReply* r) const { freeReplyObject(r); }
 };
 using ReplyPtr = std::unique_ptr<redisReply, FreeReply>;
-
-// Blocks SIGPIPE in this thread while hiredis write(2)s to a socket whose
-// peer may be gone, then discards a SIGPIPE that became pending meanwhile,
-// so the write fails with EPIPE instead of killing a process that does not
-// ignore the signal (the technique libcurl and OpenSSL users use; a socket
-// option exists only on BSD, and hiredis cannot pass MSG_NOSIGNAL).
-class SigpipeGuard {
- public:
-  SigpipeGuard() {
-    sigemptyset(&pipe_);
-    sigaddset(&pipe_, SIGPIPE);
-    was_pending_ = pending();
-    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
-  }
-  ~SigpipeGuard() {
-    const int saved = errno;
-    if (!was_pending_ && pending()) {
-      timespec zero{};
-      while (sigtimedwait(&pipe_, nullptr, &zero) < 0 && errno == EINTR) {}
-    }
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-    errno = saved;
-  }
-  SigpipeGuard(const SigpipeGuard&) = delete;
-  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
-
- private:
-  static bool pending() {
-    sigset_t set;
-    sigemptyset(&set);
-    return sigpending(&set) == 0 && sigismember(&set, SIGPIPE) == 1;
-  }
-  sigset_t pipe_, old_;
-  bool was_pending_ = false;
-};
 
 timeval to_timeval(std::chrono::milliseconds ms) {
   return timeval{static_cast<time_t>(ms.count() / 1000), static_cast<suseconds_t>(ms.count() % 1000 * 1000)};
@@ -123,6 +88,7 @@ struct Command {
 // errno of the failed call; EAGAIN there is SO_RCVTIMEO/SO_SNDTIMEO expiring.
 Status lost(const std::string& where, RedisConn& conn, int err, std::chrono::milliseconds timeout) {
   redisContext* c = conn.ctx;
+  conn.failed = true;
   conn.timed_out = c->err == REDIS_ERR_IO && (err == EAGAIN || err == EWOULDBLOCK);
   if (conn.timed_out)
     return Status::io(where + ": no reply within " + std::to_string(timeout.count()) + " ms");
@@ -322,7 +288,7 @@ Status RedisStore::with_retry(Lease& lease, Fn&& batch) {
       fresh = true;
     }
     Status st = batch(conn);
-    if (st || conn.ctx->err == 0) return st;  // done, or Redis answered with an error
+    if (st || !conn.failed) return st;  // done, or Redis answered with an error
     // A timeout means a hung server: waiting again would double the delay.
     // A connection made just now that failed at once will not do better.
     const bool retry = !fresh && !conn.timed_out && !lease.retried;

@@ -252,7 +252,13 @@ void Transmission::add_simple(ReplyBatch& out, uint64_t cookie, uint32_t error, 
 }
 
 void Transmission::add_error(ReplyBatch& out, const Request& req, uint32_t error, const std::string& msg) {
-  log::info(std::string(command_name(req.type)) + " failed: " + msg);
+  // The backend failing (I/O, space, memory) is the operator's business: the
+  // NBD client only gets an errno, so the reason goes to the log. A client's
+  // own mistake (a bad range, an unsupported flag) is logged with -v only.
+  if (error == kEio || error == kEnospc || error == kEnomem)
+    log::warn(std::string(command_name(req.type)) + " at " + std::to_string(req.offset) + " failed: " + msg);
+  else
+    log::info(std::string(command_name(req.type)) + " failed: " + msg);
   if (!s_.structured_replies) {
     // A simple READ error carries no payload: the client knows none follows.
     add_simple(out, req.cookie, error);

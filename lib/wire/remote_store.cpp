@@ -137,9 +137,7 @@ Status RemoteStore::deliver(Channel& ch, const FrameHeader& h, Pending& p) {
     MEMSYNC_TRY(ch.read_exact(payload));
     auto e = decode_error(payload);
     if (!e) return e.status();
-    p.status = to_status(*e, description_);
-    // The NBD client sees only EIO: the reason belongs in our log.
-    log::warn(p.status.message());
+    p.status = to_status(*e, description_);  // frontends log it (the NBD server does)
     return Status::ok();
   }
   if (p.type == kRead) {
