@@ -57,9 +57,12 @@ teardown() { common_teardown; }
   run "$NBD_SERVE" --listen "unix:$T/s.sock" "dir:$T/d?size=1M&max-open=1K"
   [ "$status" -eq 2 ]
   [[ "$output" == *"max-open"* ]]
-  run "$NBD_SERVE" --listen "unix:$T/s.sock" redis:unix:/tmp/r.sock
+  run "$NBD_SERVE" --listen "unix:$T/s.sock" tape:/dev/nst0
   [ "$status" -eq 2 ]
   [[ "$output" == *"not part of this build"* ]]
+  run "$NBD_SERVE" --listen "unix:$T/s.sock" redis:unix:/tmp/r.sock
+  [ "$status" -eq 2 ]
+  [[ "$output" == *"?size=SIZE"* ]]
   run "$NBD_SERVE" --listen "unix:$T/s.sock" remote:fd:3
   [ "$status" -eq 2 ]
   [[ "$output" == *"remote:unix:PATH"* ]]
