@@ -213,7 +213,11 @@ Result<std::shared_ptr<Store>> open_store(const BackendSpec& spec, const OpenOpt
     auto ro = plan->remote_opts;
     ro.urgent = opts.urgent;
     auto s = wire::RemoteStore::connect(plan->remote, ro);
-    if (!s) return s.status().with_context("connect to " + plan->remote.to_string());
+    if (!s) {
+      // Name the server once: a refused connect already says "connect to X".
+      if (s.status().message().find(plan->remote.endpoint.to_string()) != std::string::npos) return s.status();
+      return s.status().with_context("connect to " + plan->remote.to_string());
+    }
     return std::shared_ptr<Store>(std::move(s).value());
   }
   if (spec.scheme == "redis") {

@@ -1,6 +1,7 @@
 #include "managed/managed_store.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include "util/log.hpp"
 #include "util/units.hpp"
@@ -120,9 +121,15 @@ Status ManagedStore::fetch(Store& from, const Run& r) {
       ++present_;
     }
   }
-  if (!st) pull_cursor_ = std::min(pull_cursor_, r.first);  // pullers retry it
+  if (!st) retry_from_ = std::min(retry_from_, r.first);  // the pullers' next pass
   changed_.notify_all();
   return st;
+}
+
+void ManagedStore::release(const Run& r) {
+  for (uint64_t c = r.first; c < r.first + r.count; ++c) state_[c] &= static_cast<uint8_t>(~kFetching);
+  retry_from_ = std::min(retry_from_, r.first);
+  changed_.notify_all();
 }
 
 Status ManagedStore::make_present(uint64_t first, uint64_t last) {
@@ -136,10 +143,7 @@ Status ManagedStore::make_present(uint64_t first, uint64_t last) {
       Status st = fetch(*urgent_, mine[i]);
       if (!st) {
         std::lock_guard lock(mu_);
-        for (size_t j = i + 1; j < mine.size(); ++j)
-          for (uint64_t c = mine[j].first; c < mine[j].first + mine[j].count; ++c)
-            state_[c] &= static_cast<uint8_t>(~kFetching);
-        changed_.notify_all();
+        for (size_t j = i + 1; j < mine.size(); ++j) release(mine[j]);
         return st.with_context("fetch " + format_size(run_bytes(mine[i])) + " at " +
                                std::to_string(chunk_offset(mine[i].first)));
       }
@@ -157,6 +161,11 @@ Status ManagedStore::read_at(std::span<std::byte> buf, uint64_t offset) {
   if (buf.empty()) return Status::ok();
   MEMSYNC_TRY(make_present(offset / opts_.chunk_size, (offset + buf.size() - 1) / opts_.chunk_size));
   return cache_->read_at(buf, offset);
+}
+
+Status ManagedStore::prefetch(uint64_t offset, uint64_t length) {
+  if (length == 0) return Status::ok();
+  return make_present(offset / opts_.chunk_size, (offset + length - 1) / opts_.chunk_size);
 }
 
 Status ManagedStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
@@ -178,19 +187,21 @@ Status ManagedStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
       else owned.push_back(c);
     }
   }
-  auto release_owned = [&] {
+  // On failure every chunk still claimed goes back to missing: the owned
+  // ones, and the edges not fetched yet (fetch() settles its own).
+  auto release_rest = [&](size_t first_edge) {
     std::lock_guard lock(mu_);
-    for (uint64_t c : owned) state_[c] &= static_cast<uint8_t>(~kFetching);
-    changed_.notify_all();
+    for (uint64_t c : owned) release(Run{c, 1});
+    for (size_t i = first_edge; i < edges.size(); ++i) release(edges[i]);
   };
-  for (auto& e : edges) {
-    if (Status st = fetch(*urgent_, e); !st) {
-      release_owned();
+  for (size_t i = 0; i < edges.size(); ++i) {
+    if (Status st = fetch(*urgent_, edges[i]); !st) {
+      release_rest(i + 1);
       return st.with_context("fetch the chunk around a partial write");
     }
   }
   if (Status st = cache_->write_at(buf, offset); !st) {
-    release_owned();
+    release_rest(edges.size());
     return st;
   }
   std::lock_guard lock(mu_);
@@ -218,8 +229,17 @@ void ManagedStore::pull_loop() {
         if (stopping_ || present_ == n) return;
         while (pull_cursor_ < n && (state_[pull_cursor_] & (kPresent | kFetching))) ++pull_cursor_;
         if (pull_cursor_ < n) break;
+        if (retry_from_ < n) {
+          // The end of a pass with failures behind us: after a pause, one
+          // more pass from the first chunk that failed. (Not at once: a
+          // chunk the remote cannot give must not stop the rest, nor spin.)
+          changed_.wait_for(lock, retry, [&] { return stopping_; });
+          retry = std::min<std::chrono::milliseconds>(retry * 2, kMaxRetry);
+          pull_cursor_ = std::exchange(retry_from_, n);
+          continue;
+        }
         // Nothing left to claim, but fetches by others are still running
-        // (and may fail, moving the cursor back).
+        // (and may fail, leaving a retry mark).
         changed_.wait(lock);
       }
       auto runs = claim_missing(pull_cursor_, std::min(n - 1, pull_cursor_ + batch - 1), batch);
@@ -230,20 +250,23 @@ void ManagedStore::pull_loop() {
       pull_cursor_ = r.first + r.count;
     }
     Status st = fetch(*remote_, r);
+    std::lock_guard lock(mu_);
     if (st) {
       retry = kFirstRetry;
-      std::lock_guard lock(mu_);
+      if (pull_failing_) {
+        pull_failing_ = false;
+        log::warn(describe() + ": background pulls work again");
+      }
       if (present_ == n && !announced_) {
         announced_ = true;
         log::info(describe() + ": every chunk is local");
       }
-      continue;
+    } else if (!pull_failing_) {
+      // Once per streak of failures, not once per chunk and worker.
+      pull_failing_ = true;
+      log::warn(describe() + ": background pull failed (the chunks are retried later; reads fetch what they need): " +
+                st.message());
     }
-    log::warn(describe() + ": background pull failed (retrying in " + std::to_string(retry.count()) +
-              " ms): " + st.message());
-    std::unique_lock lock(mu_);
-    changed_.wait_for(lock, retry, [&] { return stopping_; });
-    retry = std::min<std::chrono::milliseconds>(retry * 2, kMaxRetry);
   }
 }
 
@@ -266,6 +289,7 @@ Status ManagedStore::push(const Run& r) {
   std::vector<std::byte> buf(run_bytes(r));
   Status st = cache_->read_at(buf, chunk_offset(r.first));
   if (st) st = remote_->write_at(buf, chunk_offset(r.first));
+  if (st) unsynced_ = true;
   std::lock_guard lock(mu_);
   for (uint64_t c = r.first; c < r.first + r.count; ++c) {
     state_[c] &= static_cast<uint8_t>(~kPushing);
@@ -289,7 +313,12 @@ void ManagedStore::push_loop() {
       push_queue_.pop_front();
     }
     Status st = push(b->run);
-    if (!st) log::warn(describe() + ": push failed (the chunks stay dirty): " + st.message());
+    {
+      std::lock_guard lock(mu_);
+      if (!st && !push_failing_) log::warn(describe() + ": push failed (the chunks stay dirty and go again): " + st.message());
+      else if (st && push_failing_) log::warn(describe() + ": pushes work again");
+      push_failing_ = !st;
+    }
     if (b->latch) {
       std::lock_guard lock(mu_);
       if (!st && b->latch->error) b->latch->error = st;
@@ -350,7 +379,12 @@ Status ManagedStore::sync() {
     }
   }
   if (!st) return st.with_context("push dirty chunks to " + remote_->describe());
-  return remote_->sync();
+  // Nothing pushed since the last remote sync: nothing to make durable (and
+  // a shutdown with the remote gone need not wait for it).
+  if (!unsynced_.exchange(false)) return Status::ok();
+  st = remote_->sync();
+  if (!st) unsynced_ = true;
+  return st;
 }
 
 ManagedStore::Progress ManagedStore::progress() {

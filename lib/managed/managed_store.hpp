@@ -31,6 +31,7 @@
 // Thread safety: all methods from any thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -67,6 +68,8 @@ class ManagedStore final : public Store {
   Status read_at(std::span<std::byte> buf, uint64_t offset) override;
   Status write_at(std::span<const std::byte> buf, uint64_t offset) override;
   Status sync() override;
+  // NBD CACHE: fetches the range now (urgently) if it is not local yet.
+  Status prefetch(uint64_t offset, uint64_t length) override;
   bool is_read_only() const override { return remote_->is_read_only(); }
   bool can_multi_conn() const override { return true; }  // one state, sync covers all
   std::string describe() const override;
@@ -94,6 +97,9 @@ class ManagedStore final : public Store {
   // fetching). REQUIRES mu_.
   std::vector<Run> claim_missing(uint64_t first, uint64_t last, uint64_t max_chunks);
   bool any_fetching(uint64_t first, uint64_t last) const;  // REQUIRES mu_
+  // Gives claimed chunks back (missing again, for the pullers' next pass).
+  // REQUIRES mu_.
+  void release(const Run& r);
   // Copies a claimed run from `from` into the cache, then marks it present
   // (or missing again on failure).
   Status fetch(Store& from, const Run& r);
@@ -117,7 +123,11 @@ class ManagedStore final : public Store {
   std::condition_variable changed_;  // chunk states changed
   std::vector<uint8_t> state_;       // guarded by mu_: kPresent | kFetching | kDirty | kPushing
   uint64_t present_ = 0, dirty_ = 0; // guarded by mu_
-  uint64_t pull_cursor_ = 0;         // guarded by mu_: no missing chunk before it (unless retried)
+  uint64_t pull_cursor_ = 0;         // guarded by mu_: where this pass of the pullers is
+  uint64_t retry_from_ = UINT64_MAX; // guarded by mu_: first chunk a fetch gave back (next pass)
+  bool pull_failing_ = false;        // guarded by mu_: logged, until a pull works again
+  bool push_failing_ = false;        // guarded by mu_: likewise for pushes
+  std::atomic<bool> unsynced_{false};  // pushed since the remote's last sync
   bool stopping_ = false;            // guarded by mu_
   bool announced_ = false;           // guarded by mu_: "every chunk is local" logged
 

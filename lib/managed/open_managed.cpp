@@ -1,6 +1,7 @@
 #include "managed/open_managed.hpp"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 namespace memsync {
 
@@ -20,14 +21,14 @@ Result<std::shared_ptr<ManagedStore>> open_managed_store(std::string_view remote
   }
   auto cspec = parse_backend_spec(cache_spec);
   if (!cspec) return cspec.status();
-  if (cspec->scheme == "file" && !cspec->params.count("size")) {
-    struct stat st;
-    if (::stat(cspec->location.c_str(), &st) != 0 && errno == ENOENT)
-      cspec->params["size"] = std::to_string((*remote)->size());
-  }
+  struct stat st;
+  const bool created = cspec->scheme == "file" && ::stat(cspec->location.c_str(), &st) != 0 && errno == ENOENT;
+  if (created && !cspec->params.count("size")) cspec->params["size"] = std::to_string((*remote)->size());
   auto cache = open_store(*cspec, OpenOptions{});
   if (!cache) return cache.status().with_context("open the cache");
-  return ManagedStore::open(*remote, urgent, *cache, o);
+  auto m = ManagedStore::open(*remote, urgent, *cache, o);
+  if (!m && created) ::unlink(cspec->location.c_str());  // refused: leave nothing behind
+  return m;
 }
 
 }  // namespace memsync

@@ -60,7 +60,7 @@ Result<std::shared_ptr<RemoteStore>> RemoteStore::start(std::shared_ptr<RemoteSt
                                                         const RemoteOptions& o, std::string description) {
   s->dial_ = std::move(dial);
   s->opts_ = o;
-  s->description_ = std::move(description);
+  s->description_ = std::move(description) + (o.urgent ? " [urgent]" : "");
   s->hello_.features = o.features & kFeaturesKnown;
   s->hello_.max_payload = std::clamp(o.max_payload, kMinPayload, kMaxPayload);
   s->hello_.max_inflight = std::clamp(o.max_inflight, 1u, kMaxInflight);
@@ -200,7 +200,7 @@ void RemoteStore::run_reader() {
     }
     log::warn(why.message() + "; reconnecting");
     if (!reconnect(why)) return;
-    log::info(description_ + ": reconnected");
+    log::warn(description_ + ": reconnected");
   }
 }
 

@@ -17,6 +17,8 @@
 namespace memsync::wire {
 namespace {
 
+constexpr unsigned kHelloTimeoutMs = 10000;
+
 struct Job {
   FrameHeader h;
   std::vector<std::byte> payload;
@@ -279,6 +281,9 @@ Status WireServer::serve(Channel& ch) {
     if (!accepted) return accepted.status();
     ch.upgrade(std::move(accepted->plain), std::move(accepted->relay));
   }
+  // A client that connects and never says HELLO (an NBD client pointed
+  // here by mistake) must not hold a connection slot forever.
+  ch.set_read_deadline(kHelloTimeoutMs);
   auto h = read_header(ch, kHelloLimit);
   if (!h) return ch.clean_eof() ? Status::ok() : h.status();
   if (h->type != kHello) return Status::error(EPROTO, "memsync wire protocol: the first frame is not HELLO");
@@ -286,6 +291,7 @@ Status WireServer::serve(Channel& ch) {
   MEMSYNC_TRY(ch.read_exact(payload));
   auto hello = decode_hello(payload);
   if (!hello) return hello.status();
+  ch.set_read_deadline(0);
   ServerTerms terms;
   terms.features = opts_.features;
   terms.max_payload = opts_.max_payload;

@@ -234,6 +234,53 @@ TEST(ManagedStore, ManyThreadsWithPullsAndPushesAgreeWithAModel) {
   EXPECT_EQ(contents(*m), want);
 }
 
+// A store whose reads of one range fail until cured.
+class BadRange final : public StoreWrapper {
+ public:
+  BadRange(std::shared_ptr<Store> inner, uint64_t begin, uint64_t end)
+      : StoreWrapper(std::move(inner)), begin_(begin), end_(end) {}
+  Status read_at(std::span<std::byte> b, uint64_t o) override {
+    if (!cured && o < end_ && o + b.size() > begin_) return Status::error(EIO, "bad range");
+    return StoreWrapper::read_at(b, o);
+  }
+  std::atomic<bool> cured{false};
+
+ private:
+  uint64_t begin_, end_;
+};
+
+TEST(ManagedStore, AChunkThatCannotBeFetchedDoesNotStopTheOthers) {
+  auto data = pattern(1 << 20, 10);
+  auto remote = mem_with(data);
+  auto bad = std::make_shared<BadRange>(remote, 8192, 8193);  // chunk 2 only
+  auto cache = *MemStore::create(1 << 20);
+  ManagedOptions o = small(4, 0);
+  o.max_batch = 4096;  // one chunk per pull, so only chunk 2 fails
+  auto m = *ManagedStore::open(bad, bad, cache, o);
+  for (int i = 0; i < 1000 && m->progress().present < 255; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(m->progress().present, 255u);  // everything but the bad chunk
+  bad->cured = true;
+  ASSERT_TRUE(m->wait_pulled(30s));  // a later pass takes it
+  EXPECT_EQ(contents(*cache), data);
+}
+
+TEST(ManagedStore, AFailedEdgeFetchReleasesEveryChunkTheWriteClaimed) {
+  auto data = pattern(64 * 1024, 11);
+  auto remote = mem_with(data);
+  auto bad = std::make_shared<BadRange>(remote, 0, 4096);  // chunk 0
+  auto cache = *MemStore::create(64 * 1024);
+  auto m = *ManagedStore::open(bad, bad, cache, small(0, 0));
+  // Parts of chunks 0 and 1, both missing: chunk 0's fetch fails.
+  auto patch = pattern(200, 12);
+  EXPECT_EQ(m->write_at(patch, 4000).code(), EIO);
+  std::vector<std::byte> got(4096);
+  ASSERT_TRUE(m->read_at(got, 4096));  // chunk 1 was given back, not left claimed
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), data.begin() + 4096));
+  bad->cured = true;
+  ASSERT_TRUE(m->read_at(got, 0));
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), data.begin()));
+}
+
 TEST(ManagedStore, RefusesBadOptionsAndASmallCache) {
   auto remote = *MemStore::create(1 << 20);
   auto cache = *MemStore::create(1 << 19);

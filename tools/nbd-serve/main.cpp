@@ -72,7 +72,8 @@ Managed mount (a local cache in front of BACKEND, usually remote:...):
       --push-workers N      pushers of written chunks (default 4; 0: writes
                             stay in the cache)
       --push-interval DURATION  how often written chunks are pushed (default 1s)
-      --max-batch SIZE      largest coalesced pull or push request (default 1M)
+      --max-batch SIZE      largest coalesced pull or push request (default 1M,
+                            or the chunk size if larger)
 
   -v, --verbose             log connections; twice: every request
   -h, --help                show this help
@@ -167,13 +168,18 @@ int serve_main(int argc, char** argv) {
     if (push_workers < 0) throw cli::UsageError("--push-workers: must be 0 or more");
     managed.pull_workers = static_cast<unsigned>(pull_workers);
     managed.push_workers = static_cast<unsigned>(push_workers);
+    if (pull_workers > 1024 || push_workers > 1024) throw cli::UsageError("--pull-workers, --push-workers: at most 1024");
     uint64_t cs = cli::usage_value(parse_size(chunk_size), "--chunk-size");
+    if (cs < 512 || cs > (64u << 20) || (cs & (cs - 1)) != 0)
+      throw cli::UsageError("--chunk-size: must be a power of two from 512 to 64M");
     uint64_t mb = cli::usage_value(parse_size(max_batch), "--max-batch");
-    if (cs > (64u << 20) || mb > (64u << 20)) throw cli::UsageError("--chunk-size and --max-batch: at most 64M");
+    if (!vm.count("max-batch")) mb = std::max(mb, cs);  // the default follows a large chunk
+    if (mb < cs || mb > (64u << 20)) throw cli::UsageError("--max-batch: must be from --chunk-size to 64M");
     managed.chunk_size = static_cast<uint32_t>(cs);
     managed.max_batch = static_cast<uint32_t>(mb);
     managed.push_interval = std::chrono::duration_cast<std::chrono::milliseconds>(
         cli::usage_value(parse_duration(push_interval), "--push-interval"));
+    if (managed.push_interval.count() <= 0) throw cli::UsageError("--push-interval: must be at least 1ms");
     cli::usage_check(check_managed_options(managed));
     cli::usage_check(validate_backend_spec(cache));
   }
