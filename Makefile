@@ -3,7 +3,8 @@
 #   make demo        install what is missing, build, serve an export and use it
 #   make check       install what is missing, build, run every test suite
 #   make check-long  the slow suites (long fuzzing, the full kernel batch)
-#   make bench       side-by-side benchmarks against nbdkit and qemu-nbd
+#   make bench       side-by-side benchmarks against nbdkit and qemu-nbd (local,
+#                    kernel, and the remote path at several RTTs)
 #   make install     PREFIX=/usr/local DESTDIR= : binaries, man pages, completions
 #   make deps        the one place that knows our Debian package names
 
@@ -143,9 +144,10 @@ check-long: deps
 	  "fuzz-long"   "tests/fuzz/run-fuzzers $(FUZZ) $${FUZZ_SECONDS:-300}" \
 	  "kernel-full" "tests/kernel/run-smoke full"
 
-bench: all
+bench: all $(HELPERS)
 	tests/bench/run-bench
 	tests/bench/run-kernel-bench
+	tests/bench/run-remote-bench
 
 demo: all
 	examples/serve-and-inspect.sh

@@ -1,6 +1,7 @@
 #include "managed/managed_store.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "util/log.hpp"
@@ -110,7 +111,9 @@ bool ManagedStore::any_fetching(uint64_t first, uint64_t last) const {
 }
 
 Status ManagedStore::fetch(Store& from, const Run& r) {
-  std::vector<std::byte> buf(run_bytes(r));
+  // Not zero-filled first (up to max_batch per run): every byte is read into.
+  std::unique_ptr<std::byte[]> mem(new std::byte[run_bytes(r)]);
+  std::span<std::byte> buf(mem.get(), run_bytes(r));
   Status st = from.read_at(buf, chunk_offset(r.first));
   if (st) st = cache_->write_at(buf, chunk_offset(r.first));
   std::lock_guard lock(mu_);
@@ -126,6 +129,22 @@ Status ManagedStore::fetch(Store& from, const Run& r) {
   return st;
 }
 
+bool ManagedStore::is_streaming(uint64_t first, uint64_t end) {
+  std::lock_guard lock(mu_);
+  // "Near": within a few pull windows of the last fetch for a reader.
+  const uint64_t near = 4ull * std::max(1u, opts_.pull_workers) * std::max<uint64_t>(1, opts_.max_batch / opts_.chunk_size);
+  // Several readers may stream at once (nbdcopy gives each connection its
+  // own part of the disk): a read continues any of the last few.
+  for (auto& e : recent_fetch_ends_) {
+    if (e != UINT64_MAX && first + near >= e && first <= e + near) {
+      e = std::max(e, end);
+      return true;
+    }
+  }
+  recent_fetch_ends_[next_recent_++ % recent_fetch_ends_.size()] = end;
+  return false;
+}
+
 void ManagedStore::release(const Run& r) {
   for (uint64_t c = r.first; c < r.first + r.count; ++c) state_[c] &= static_cast<uint8_t>(~kFetching);
   retry_from_ = std::min(retry_from_, r.first);
@@ -133,12 +152,32 @@ void ManagedStore::release(const Run& r) {
 }
 
 Status ManagedStore::make_present(uint64_t first, uint64_t last) {
+  // While a random read waits for chunks, most pullers start nothing new:
+  // their replies would compete with this fetch for the CPU and the links.
+  // A read that continues where the last fetched ones were (a sequential
+  // copy, running ahead of the pulls) does not hold them back: there the
+  // pulls help the reader.
+  struct Urgent {
+    ManagedStore& s;
+    explicit Urgent(ManagedStore& st) : s(st) {
+      std::lock_guard lock(s.mu_);
+      ++s.urgent_waiting_;
+    }
+    ~Urgent() {
+      std::lock_guard lock(s.mu_);
+      --s.urgent_waiting_;
+      s.changed_.notify_all();
+    }
+  };
+  std::optional<Urgent> urgent;
   for (;;) {
     std::vector<Run> mine;
     {
       std::lock_guard lock(mu_);
       mine = claim_missing(first, last, UINT64_MAX);
     }
+    if (!mine.empty() && !urgent && !is_streaming(mine.front().first, mine.back().first + mine.back().count))
+      urgent.emplace(*this);
     for (size_t i = 0; i < mine.size(); ++i) {
       Status st = fetch(*urgent_, mine[i]);
       if (!st) {
@@ -227,6 +266,12 @@ void ManagedStore::pull_loop() {
       std::unique_lock lock(mu_);
       for (;;) {
         if (stopping_ || present_ == n) return;
+        // A random read is waiting: at most a quarter of the pullers go on.
+        const unsigned few = std::max(1u, opts_.pull_workers / 4);
+        if (urgent_waiting_ > 0 && active_pulls_ >= few) {
+          changed_.wait(lock, [&] { return stopping_ || urgent_waiting_ == 0 || active_pulls_ < few; });
+          continue;
+        }
         while (pull_cursor_ < n && (state_[pull_cursor_] & (kPresent | kFetching))) ++pull_cursor_;
         if (pull_cursor_ < n) break;
         if (retry_from_ < n) {
@@ -248,9 +293,12 @@ void ManagedStore::pull_loop() {
         for (uint64_t c = runs[i].first; c < runs[i].first + runs[i].count; ++c)
           state_[c] &= static_cast<uint8_t>(~kFetching);
       pull_cursor_ = r.first + r.count;
+      ++active_pulls_;
     }
     Status st = fetch(*remote_, r);
     std::lock_guard lock(mu_);
+    --active_pulls_;
+    changed_.notify_all();
     if (st) {
       retry = kFirstRetry;
       if (pull_failing_) {
@@ -286,7 +334,8 @@ std::vector<ManagedStore::Run> ManagedStore::claim_dirty(uint64_t first, uint64_
 }
 
 Status ManagedStore::push(const Run& r) {
-  std::vector<std::byte> buf(run_bytes(r));
+  std::unique_ptr<std::byte[]> mem(new std::byte[run_bytes(r)]);
+  std::span<std::byte> buf(mem.get(), run_bytes(r));
   Status st = cache_->read_at(buf, chunk_offset(r.first));
   if (st) st = remote_->write_at(buf, chunk_offset(r.first));
   if (st) unsynced_ = true;

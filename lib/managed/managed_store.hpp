@@ -31,6 +31,7 @@
 // Thread safety: all methods from any thread.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -47,7 +48,7 @@ namespace memsync {
 struct ManagedOptions {
   uint32_t chunk_size = 64 * 1024;  // tracking unit, a power of two >= 512
   unsigned pull_workers = 16;       // 0: fetch on demand only
-  unsigned push_workers = 4;        // 0: writes stay local
+  unsigned push_workers = 16;       // 0: writes stay local
   std::chrono::milliseconds push_interval{1000};
   uint32_t max_batch = 1 << 20;     // largest coalesced request, bytes
 };
@@ -97,6 +98,9 @@ class ManagedStore final : public Store {
   // fetching). REQUIRES mu_.
   std::vector<Run> claim_missing(uint64_t first, uint64_t last, uint64_t max_chunks);
   bool any_fetching(uint64_t first, uint64_t last) const;  // REQUIRES mu_
+  // True when a read's missing chunks [first, end) continue where a recent
+  // read's ended (a sequential reader); remembers them for later calls.
+  bool is_streaming(uint64_t first, uint64_t end);
   // Gives claimed chunks back (missing again, for the pullers' next pass).
   // REQUIRES mu_.
   void release(const Run& r);
@@ -130,6 +134,12 @@ class ManagedStore final : public Store {
   std::atomic<bool> unsynced_{false};  // pushed since the remote's last sync
   bool stopping_ = false;            // guarded by mu_
   bool announced_ = false;           // guarded by mu_: "every chunk is local" logged
+  unsigned urgent_waiting_ = 0;      // guarded by mu_: random reads fetching now; pullers hold back
+  unsigned active_pulls_ = 0;        // guarded by mu_: pulls in flight
+  // guarded by mu_: where recent reads' fetched chunks ended (streams).
+  std::array<uint64_t, 8> recent_fetch_ends_{UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX,
+                                             UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
+  size_t next_recent_ = 0;
 
   std::condition_variable work_;     // push jobs queued, or a push round is due
   std::deque<std::shared_ptr<Batch>> push_queue_;  // guarded by mu_

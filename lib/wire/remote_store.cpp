@@ -366,16 +366,28 @@ Status RemoteStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
   Status first;
   for (auto& p : parts)
     if (Status st = wait(p); !st && first) first = st;
+  // After the replies: a sync that starts later must not skip; one that
+  // raced them either covered this write or leaves the flag set for the next.
+  unsynced_ = true;
   return first;
 }
 
-Status RemoteStore::sync() { return call(kSync, 0, {}); }
+Status RemoteStore::sync() {
+  // Nothing written since the last sync: nothing to make durable, and no
+  // reason to wait for a server that may be gone (a shutdown's final sync).
+  if (!unsynced_.exchange(false)) return Status::ok();
+  Status st = call(kSync, 0, {});
+  if (!st) unsynced_ = true;
+  return st;
+}
 
 Status RemoteStore::zero_range(uint16_t type, uint64_t offset, uint64_t length) {
   for (uint64_t done = 0; done < length;) {
     uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(length - done, 1u << 30));
     auto req = encode_range(Range{offset + done, n});
-    MEMSYNC_TRY(call(type, 0, {req}));
+    Status st = call(type, 0, {req});
+    unsynced_ = true;  // after the reply, as in write_at
+    MEMSYNC_TRY(st);
     done += n;
   }
   return Status::ok();

@@ -20,6 +20,7 @@
 // Thread safety: all methods from any thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -128,6 +129,7 @@ class RemoteStore final : public Store {
   Status failing_;                        // guarded by mu_: not ok = new requests fail with it
   bool is_permanent_ = false;             // guarded by mu_: failing_ is for good
   bool stopping_ = false;                 // guarded by mu_
+  std::atomic<bool> unsynced_{false};     // written since the last successful sync
   std::jthread reader_;
 };
 

@@ -53,6 +53,19 @@ std::vector<std::byte> random_bytes(size_t n, uint32_t seed) {
   return v;
 }
 
+TEST(WireSession, SyncGoesToTheServerOnlyAfterWrites) {
+  auto mem = *MemStore::create(1 << 20);
+  Served s(mem);
+  auto r = s.connect();
+  ASSERT_TRUE(r);
+  std::vector<std::byte> buf(4096, std::byte{1});
+  ASSERT_TRUE(r->write_at(buf, 0));
+  s.server.stop();  // the server is gone: the owed sync must fail, not pass
+  s.thread.join();
+  EXPECT_EQ(r->sync().code(), ECONNRESET);
+  EXPECT_EQ(r->sync().code(), ECONNRESET);  // still owed
+}
+
 TEST(WireSession, ReadWriteSyncSizeAcrossPayloadLimit) {
   auto mem = *MemStore::create(8 << 20);
   Served s(mem);
@@ -150,7 +163,8 @@ TEST(WireSession, ALostConnectionFailsCallsInsteadOfHanging) {
   std::vector<std::byte> buf(4096);
   Status st = r->read_at(buf, 0);
   EXPECT_EQ(st.code(), ECONNRESET) << st.message();
-  EXPECT_EQ(r->sync().code(), ECONNRESET);
+  EXPECT_EQ(r->write_at(buf, 0).code(), ECONNRESET);
+  EXPECT_TRUE(r->sync());  // nothing was written: nothing to sync, no server needed
 }
 
 // A raw client for frames RemoteStore never sends.
