@@ -8,6 +8,8 @@
 
 load helpers/common
 
+teardown() { ordered_teardown; }
+
 RAM_UL=$BIN/ram-ul
 NET_PROXY=${NET_PROXY:-$ROOT/build/tests/net-proxy}
 MIB=1048576
@@ -15,55 +17,6 @@ MIB=1048576
 setup() {
   common_setup
   export T
-}
-# Stopped processes never act on SIGTERM, and a hung server must not hang
-# the suite: continue everything, then stop the processes newest first (an
-# nbd-serve before the ram-ul it syncs to at shutdown), each with SIGTERM
-# and, if it is still there after 5 s, SIGKILL.
-teardown() {
-  local p i j
-  for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null || true; done
-  for ((j = ${#PIDS[@]} - 1; j >= 0; j--)); do
-    p=${PIDS[j]}
-    kill "$p" 2>/dev/null || continue
-    for ((i = 0; i < 100; i++)); do
-      kill -0 "$p" 2>/dev/null || break
-      sleep 0.05
-    done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  common_teardown
-}
-
-# ul NAME ARGS...: ram-ul --listen unix:$T/NAME.sock ARGS in the background,
-# log in $T/NAME.log; sets WSOCK and UL_PID.
-ul() {
-  local name=$1
-  shift
-  WSOCK=$T/$name.sock
-  "$RAM_UL" --listen "unix:$WSOCK" "$@" 2>"$T/$name.log" &
-  UL_PID=$!
-  PIDS+=("$UL_PID")
-  wait_for_socket "$WSOCK"
-}
-
-# ul_again NAME ARGS...: a new ram-ul on $WSOCK, where the old one's socket
-# file may linger: waits for its "offering" line. Sets UL_PID.
-ul_again() {
-  local name=$1 i
-  shift
-  "$RAM_UL" --listen "unix:$WSOCK" -v "$@" 2>"$T/$name.log" &
-  UL_PID=$!
-  PIDS+=("$UL_PID")
-  for ((i = 0; i < 200; i++)); do
-    grep -q 'offering' "$T/$name.log" && return 0
-    kill -0 "$UL_PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "ram-ul did not start again on $WSOCK:" >&2
-  cat "$T/$name.log" >&2
-  return 1
 }
 
 # remote_file SIZE_MIB: a random file $T/remote.img for ram-ul and its copy

@@ -45,16 +45,6 @@ require_no_nbd_module() {
   [[ ! -d /sys/module/nbd ]] || skip "the nbd module is loaded on this host"
 }
 
-# ul NAME ARGS...: ram-ul -v on unix:$T/NAME.sock, log in $T/NAME.log.
-ul() {
-  local name=$1
-  shift
-  WSOCK=$T/$name.sock
-  "$RAM_UL" -v --listen "unix:$WSOCK" "$@" 2>"$T/$name.log" &
-  PIDS+=($!)
-  wait_for_socket "$WSOCK"
-}
-
 @test "--help prints the usage and exits 0" {
   run "$RAM_DL" --help
   [ "$status" -eq 0 ]
@@ -109,7 +99,7 @@ ul() {
 }
 
 @test "usage errors are found before anything is opened: no pid file, no connection" {
-  ul s --size 1M
+  ul s -v --size 1M
   expect_usage "--priority applies to swap" --no-swap -p 3 --pidfile "$T/pid" "unix:$WSOCK"
   expect_usage "--max-inflight" --max-inflight 0 --pidfile "$T/pid" "unix:$WSOCK"
   [ ! -e "$T/pid" ]
@@ -147,7 +137,7 @@ ul() {
 @test "without the nbd module, ram-dl fails (1) naming modprobe nbd, before it dials the remote" {
   require_no_nbd_module
   [ "$(id -u)" -eq 0 ] || skip "needs root: as another user the root check comes first"
-  ul s --size 1M
+  ul s -v --size 1M
   dl_to_file --pidfile "$T/pid" "unix:$WSOCK"
   [ "$status" -eq 1 ]
   [ "$output" = "ram-dl: unable to attach: the kernel has no NBD devices: load the module with 'modprobe nbd'" ]

@@ -5,56 +5,13 @@
 
 load helpers/common
 
+teardown() { ordered_teardown; }
+
 RAM_UL=$BIN/ram-ul
 
 setup() {
   common_setup
   export T
-}
-# Some tests stop ram-ul with SIGSTOP; a stopped process would never act on
-# SIGTERM, so everything is continued first. Then newest first, one at a
-# time: an nbd-serve stopped while its ram-ul still answers finishes its
-# final sync at once, whereas one whose ram-ul went first waits for it to
-# come back, up to the 60 s outage timeout of remote:.
-teardown() {
-  local p i
-  for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null || true; done
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-    kill "${PIDS[i]}" 2>/dev/null || true
-    wait "${PIDS[i]}" 2>/dev/null || true
-  done
-  common_teardown
-}
-
-# ul NAME ARGS...: ram-ul --listen unix:$T/NAME.sock ARGS in the background,
-# log in $T/NAME.log; sets WSOCK and UL_PID.
-ul() {
-  local name=$1
-  shift
-  WSOCK=$T/$name.sock
-  "$RAM_UL" --listen "unix:$WSOCK" "$@" 2>"$T/$name.log" &
-  UL_PID=$!
-  PIDS+=("$UL_PID")
-  wait_for_socket "$WSOCK"
-}
-
-# ul_again NAME ARGS...: restart ram-ul on $WSOCK, where a killed one left
-# its socket file (which wait_for_socket would take for the new server):
-# waits for the new server's "offering" line instead. Sets UL_PID.
-ul_again() {
-  local name=$1 i
-  shift
-  "$RAM_UL" --listen "unix:$WSOCK" -v "$@" 2>"$T/$name.log" &
-  UL_PID=$!
-  PIDS+=("$UL_PID")
-  for ((i = 0; i < 200; i++)); do
-    grep -q 'offering' "$T/$name.log" && return 0
-    kill -0 "$UL_PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  echo "ram-ul did not start again on $WSOCK:" >&2
-  cat "$T/$name.log" >&2
-  return 1
 }
 
 # psk PATH: a PSK file with one random key for identity alice, as
