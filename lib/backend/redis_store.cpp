@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include "util/sigpipe_guard.hpp"
 #include "util/units.hpp"
@@ -36,7 +37,7 @@ constexpr uint32_t kMinChunk = 512, kMaxChunk = 32u << 20;
 constexpr unsigned kMaxConnections = 64, kDatabases = 16;
 // Each failed attempt means another writer changed the chunk meanwhile, so
 // writers as a whole progress; the bound only stops a livelock.
-constexpr unsigned kMaxWatchAttempts = 100;
+constexpr unsigned kMaxWatchAttempts = 1000;
 
 struct FreeReply {
   void operator()(redisReply* r) const { freeReplyObject(r); }
@@ -465,6 +466,9 @@ Status RedisStore::write_batch(RedisConn& conn, std::span<const Piece> pieces, c
       if (attempt == kMaxWatchAttempts)
         return Status::io(where_ + ": chunks " + keys[partial.front()] + " .. " + keys[partial.back()] +
                           " kept changing during " + std::to_string(attempt) + " read-modify-write attempts");
+      // Back off a little, growing: a writer that rewrites the whole chunk
+      // in a tight loop must not starve us into the bound above.
+      std::this_thread::sleep_for(std::chrono::microseconds(std::min(1000u, 10u << std::min(attempt, 7u))));
       continue;
     }
     const size_t first = partial.empty() ? 0 : 1;
