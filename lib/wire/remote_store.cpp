@@ -346,6 +346,15 @@ Status RemoteStore::read_at(std::span<std::byte> buf, uint64_t offset) {
 }
 
 Status RemoteStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
+  if (buf.size() <= terms_.max_payload) {  // the common case: one frame, no vectors of parts
+    ByteWriter head;
+    head.u64(offset);
+    std::vector<std::byte> packed;
+    if (terms_.features & kFeatureLz4) packed = compress_payload(buf);
+    Status st = packed.empty() ? call(kWrite, 0, {head.data(), buf}) : call(kWrite, kFlagCompressed, {head.data(), packed});
+    unsynced_ = true;  // after the reply, as below
+    return st;
+  }
   size_t count = std::max<size_t>(1, (buf.size() + terms_.max_payload - 1) / terms_.max_payload);
   std::vector<Pending> parts(count);  // never resized: the reader holds pointers
   std::vector<ByteWriter> heads(count);
