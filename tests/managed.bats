@@ -102,6 +102,24 @@ eventually() {
   cmp -i $((8 * MIB)) "$T/orig" "$T/remote.img"
 }
 
+@test "a write with FUA reaches the remote before its reply, and only its own chunks are pushed" {
+  require nbdsh python3-libnbd
+  remote_file 16
+  ul ul "file:$T/remote.img"
+  managed m --push-interval 1h "remote:unix:$WSOCK"
+  # One connection, no flush: A without FUA, B with FUA; the remote is
+  # compared while the connection is still open (libnbd does not flush on
+  # close, but the shutdown of nbd-serve would).
+  patched "$T/want" "$T/orig" $((8 * MIB)) 4096 273
+  nbdsh -u "$URI" -c '
+import filecmp, os
+h.pwrite(b"\x55" * 4096, 0)
+h.pwrite(b"\xbb" * 4096, 8 << 20, nbd.CMD_FLAG_FUA)
+t = os.environ["T"]
+assert filecmp.cmp(t + "/want", t + "/remote.img", shallow=False), "FUA: the remote lacks B or has A"
+'
+}
+
 @test "--push-interval 200ms pushes writes to the remote without a flush" {
   require nbdcopy libnbd-bin
   remote_file 16

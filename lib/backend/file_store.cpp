@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "util/file_io.hpp"
 #include "util/units.hpp"
 
 namespace memsync {
@@ -83,16 +84,7 @@ Status FileStore::read_at(std::span<std::byte> buf, uint64_t offset) {
 
 Status FileStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
   if (read_only_) return Status::error(EPERM, path_ + " is read-only");
-  size_t done = 0;
-  while (done < buf.size()) {
-    ssize_t n = ::pwrite(fd_.get(), buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::from_errno("write " + path_);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return Status::ok();
+  return pwrite_all(fd_.get(), buf, offset, path_);
 }
 
 Status FileStore::sync() {

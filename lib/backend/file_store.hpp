@@ -45,7 +45,7 @@ class FileStore final : public Store {
   Status extents(uint64_t offset, uint64_t length, std::vector<Extent>& out) override;
   std::string describe() const override { return "file:" + path_; }
   // Regular files only: sendfile from a block device is no faster here.
-  bool direct_range(uint64_t offset, uint64_t, DirectRange& out) override {
+  bool direct_range(uint64_t offset, uint64_t, Access, DirectRange& out) override {
     if (is_block_device_) return false;
     out.fd = fd_.get();
     out.file_offset = offset;

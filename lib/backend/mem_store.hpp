@@ -26,7 +26,7 @@ class MemStore final : public Store {
   Status write_zeroes(uint64_t offset, uint64_t length, bool may_punch) override;
   bool can_fast_zero() const override { return true; }
   std::string describe() const override;
-  bool direct_range(uint64_t offset, uint64_t length, DirectRange& out) override {
+  bool direct_range(uint64_t offset, uint64_t length, Access, DirectRange& out) override {
     if (!in_range(offset, length)) return false;
     out.memory = mem_.bytes().data() + offset;
     return true;

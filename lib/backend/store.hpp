@@ -50,6 +50,14 @@ class Store {
   virtual Status read_at(std::span<std::byte> buf, uint64_t offset) = 0;
   virtual Status write_at(std::span<const std::byte> buf, uint64_t offset) = 0;
   virtual Status sync() = 0;
+  // Makes the writes to [offset, offset+length) that completed before the
+  // call durable (NBD's FUA flag). Default: sync(), which covers them.
+  // Stores where durability costs per byte (a managed mount pushes dirty
+  // chunks to its remote) override it to do only the range.
+  virtual Status sync_range(uint64_t offset, uint64_t length) {
+    (void)offset, (void)length;
+    return sync();
+  }
 
   // Preferred I/O granularity; 1 means any offset and length are fine.
   virtual uint32_t block_size() const { return 1; }
@@ -94,6 +102,11 @@ class Store {
   // REQUIRES: the range is in bounds. The memory stays valid for the
   // store's lifetime; concurrent writes to the range may show through, as
   // with read_at. Wrappers answer false unless they leave bytes unchanged.
+  // `access` says what the caller does there. kRead: only reads (sendfile,
+  // writev). A caching store may wait before answering kRead, fetching the
+  // range first; false then means read_at will report why. kWrite: puts new
+  // bytes there instead of calling write_at, so a store that must see its
+  // writes (a managed mount marks chunks dirty) answers false.
   struct DirectRange {
     int fd = -1;                  // a regular file holding the bytes, or -1
     uint64_t file_offset = 0;     // where the range starts in fd
@@ -104,10 +117,18 @@ class Store {
     // but SIGBUS in user space. Reads keep using fd.
     std::byte* write_memory = nullptr;
   };
-  virtual bool direct_range(uint64_t offset, uint64_t length, DirectRange& out) {
-    (void)offset, (void)length, (void)out;
+  enum class Access { kRead, kWrite };
+  virtual bool direct_range(uint64_t offset, uint64_t length, Access access, DirectRange& out) {
+    (void)offset, (void)length, (void)access, (void)out;
     return false;
   }
+  // Copies [offset, offset+length) of this store into `dst`: a range of
+  // another store that its direct_range(kWrite) gave (a cache filling
+  // itself). Stores whose bytes arrive from a socket override it to put
+  // them there with one copy (RemoteStore: socket to page cache). Default:
+  // read_at, straight into dst.memory, or through a buffer into dst.fd.
+  // A failure leaves the destination partly written.
+  virtual Status read_into(const DirectRange& dst, uint64_t offset, uint64_t length);
 
   // One line naming the backend for logs and `nbd-attach --list`.
   virtual std::string describe() const = 0;
@@ -130,6 +151,7 @@ class StoreWrapper : public Store {
   Status read_at(std::span<std::byte> b, uint64_t o) override { return inner_->read_at(b, o); }
   Status write_at(std::span<const std::byte> b, uint64_t o) override { return inner_->write_at(b, o); }
   Status sync() override { return inner_->sync(); }
+  Status sync_range(uint64_t o, uint64_t l) override { return inner_->sync_range(o, l); }
   uint32_t block_size() const override { return inner_->block_size(); }
   bool is_read_only() const override { return inner_->is_read_only(); }
   bool can_multi_conn() const override { return inner_->can_multi_conn(); }

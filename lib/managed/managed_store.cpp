@@ -70,6 +70,7 @@ ManagedStore::~ManagedStore() {
       log::warn(describe() + ": " + std::to_string(dirty_) + " chunks written but never pushed");
   }
   changed_.notify_all();
+  pullers_cv_.notify_all();
   work_.notify_all();
   push_timer_ = {};
   pullers_.clear();
@@ -111,11 +112,24 @@ bool ManagedStore::any_fetching(uint64_t first, uint64_t last) const {
 }
 
 Status ManagedStore::fetch(Store& from, const Run& r) {
-  // Not zero-filled first (up to max_batch per run): every byte is read into.
-  std::unique_ptr<std::byte[]> mem(new std::byte[run_bytes(r)]);
-  std::span<std::byte> buf(mem.get(), run_bytes(r));
-  Status st = from.read_at(buf, chunk_offset(r.first));
-  if (st) st = cache_->write_at(buf, chunk_offset(r.first));
+  const uint64_t offset = chunk_offset(r.first), length = run_bytes(r);
+  Status st;
+  DirectRange into;
+  if (cache_->direct_range(offset, length, Access::kWrite, into)) {
+    // Straight into the cache (its memory, or its file's page cache):
+    // one copy from the socket instead of two through a buffer. Not
+    // through a file's mapping: a cache's pages do not exist yet, and each
+    // would cost a page fault and zeroing, where splice(2) allocates them
+    // in the write path without either (front CPU per GiB pulled: 0.8 s
+    // by splice, 1.2 s by the mapping, 1.25 s through a buffer).
+    into.write_memory = nullptr;
+    st = from.read_into(into, offset, length);
+  } else {
+    // Not zero-filled first (up to max_batch per run): every byte is read into.
+    auto buf = std::make_unique_for_overwrite<std::byte[]>(length);
+    st = from.read_at(std::span(buf.get(), length), offset);
+    if (st) st = cache_->write_at(std::span(buf.get(), length), offset);
+  }
   std::lock_guard lock(mu_);
   for (uint64_t c = r.first; c < r.first + r.count; ++c) {
     state_[c] &= static_cast<uint8_t>(~kFetching);
@@ -125,8 +139,33 @@ Status ManagedStore::fetch(Store& from, const Run& r) {
     }
   }
   if (!st) retry_from_ = std::min(retry_from_, r.first);  // the pullers' next pass
-  changed_.notify_all();
+  settled(r);
   return st;
+}
+
+// Wake-ups go only to whom a change concerns. One condition for everyone
+// woke every waiting reader (hundreds under nbdcopy) on every fetch, and
+// the front server spent more CPU switching threads than moving bytes.
+void ManagedStore::settled(const Run& r) {
+  const uint64_t last = r.first + r.count - 1;
+  for (RangeWaiter* w : range_waiters_)
+    if (w->first <= last && r.first <= w->last) w->cv.notify_one();
+  if (idle_pullers_ > 0) pullers_cv_.notify_all();
+  if (present_ == chunk_count()) changed_.notify_all();  // wait_pulled
+}
+
+void ManagedStore::wait_fetches(std::unique_lock<std::mutex>& lock, uint64_t first, uint64_t last) {
+  if (!any_fetching(first, last)) return;
+  RangeWaiter me{first, last, {}};
+  range_waiters_.push_back(&me);
+  me.cv.wait(lock, [&] { return !any_fetching(first, last); });
+  std::erase(range_waiters_, &me);
+}
+
+void ManagedStore::wait_pullers(std::unique_lock<std::mutex>& lock) {
+  ++idle_pullers_;
+  pullers_cv_.wait(lock);
+  --idle_pullers_;
 }
 
 bool ManagedStore::is_streaming(uint64_t first, uint64_t end) {
@@ -148,7 +187,7 @@ bool ManagedStore::is_streaming(uint64_t first, uint64_t end) {
 void ManagedStore::release(const Run& r) {
   for (uint64_t c = r.first; c < r.first + r.count; ++c) state_[c] &= static_cast<uint8_t>(~kFetching);
   retry_from_ = std::min(retry_from_, r.first);
-  changed_.notify_all();
+  settled(r);
 }
 
 Status ManagedStore::make_present(uint64_t first, uint64_t last) {
@@ -166,7 +205,7 @@ Status ManagedStore::make_present(uint64_t first, uint64_t last) {
     ~Urgent() {
       std::lock_guard lock(s.mu_);
       --s.urgent_waiting_;
-      s.changed_.notify_all();
+      if (s.idle_pullers_ > 0) s.pullers_cv_.notify_all();
     }
   };
   std::optional<Urgent> urgent;
@@ -188,7 +227,7 @@ Status ManagedStore::make_present(uint64_t first, uint64_t last) {
       }
     }
     std::unique_lock lock(mu_);
-    changed_.wait(lock, [&] { return !any_fetching(first, last); });
+    wait_fetches(lock, first, last);
     bool all = true;
     for (uint64_t c = first; c <= last && all; ++c) all = state_[c] & kPresent;
     if (all) return Status::ok();
@@ -200,6 +239,16 @@ Status ManagedStore::read_at(std::span<std::byte> buf, uint64_t offset) {
   if (buf.empty()) return Status::ok();
   MEMSYNC_TRY(make_present(offset / opts_.chunk_size, (offset + buf.size() - 1) / opts_.chunk_size));
   return cache_->read_at(buf, offset);
+}
+
+bool ManagedStore::direct_range(uint64_t offset, uint64_t length, Access access, DirectRange& out) {
+  // Writes must come through write_at, which marks chunks dirty. A failed
+  // fetch answers false: read_at then tries once more and reports the
+  // error (after an outage timeout the remote fails new requests at once,
+  // so the caller does not wait the timeout twice).
+  if (access != Access::kRead || length == 0) return false;
+  if (!make_present(offset / opts_.chunk_size, (offset + length - 1) / opts_.chunk_size)) return false;
+  return cache_->direct_range(offset, length, access, out);
 }
 
 Status ManagedStore::prefetch(uint64_t offset, uint64_t length) {
@@ -218,7 +267,7 @@ Status ManagedStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
   {
     std::unique_lock lock(mu_);
     // A fetch landing after our write would undo it: let fetches finish.
-    changed_.wait(lock, [&] { return !any_fetching(first, last); });
+    wait_fetches(lock, first, last);
     for (uint64_t c = first; c <= last; ++c) {
       if (state_[c] & kPresent) continue;
       state_[c] |= kFetching;
@@ -252,7 +301,7 @@ Status ManagedStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
     if (!(state_[c] & kDirty)) ++dirty_;
     state_[c] |= kDirty;
   }
-  changed_.notify_all();
+  if (!owned.empty()) settled(Run{first, last - first + 1});  // they were claimed (fetching)
   return Status::ok();
 }
 
@@ -269,7 +318,7 @@ void ManagedStore::pull_loop() {
         // A random read is waiting: at most a quarter of the pullers go on.
         const unsigned few = std::max(1u, opts_.pull_workers / 4);
         if (urgent_waiting_ > 0 && active_pulls_ >= few) {
-          changed_.wait(lock, [&] { return stopping_ || urgent_waiting_ == 0 || active_pulls_ < few; });
+          wait_pullers(lock);
           continue;
         }
         while (pull_cursor_ < n && (state_[pull_cursor_] & (kPresent | kFetching))) ++pull_cursor_;
@@ -278,14 +327,14 @@ void ManagedStore::pull_loop() {
           // The end of a pass with failures behind us: after a pause, one
           // more pass from the first chunk that failed. (Not at once: a
           // chunk the remote cannot give must not stop the rest, nor spin.)
-          changed_.wait_for(lock, retry, [&] { return stopping_; });
+          pullers_cv_.wait_for(lock, retry, [&] { return stopping_; });
           retry = std::min<std::chrono::milliseconds>(retry * 2, kMaxRetry);
           pull_cursor_ = std::exchange(retry_from_, n);
           continue;
         }
         // Nothing left to claim, but fetches by others are still running
         // (and may fail, leaving a retry mark).
-        changed_.wait(lock);
+        wait_pullers(lock);
       }
       auto runs = claim_missing(pull_cursor_, std::min(n - 1, pull_cursor_ + batch - 1), batch);
       r = runs.front();  // the cursor's chunk is missing, so there is one
@@ -298,7 +347,7 @@ void ManagedStore::pull_loop() {
     Status st = fetch(*remote_, r);
     std::lock_guard lock(mu_);
     --active_pulls_;
-    changed_.notify_all();
+    if (urgent_waiting_ > 0 && idle_pullers_ > 0) pullers_cv_.notify_all();  // one may start
     if (st) {
       retry = kFirstRetry;
       if (pull_failing_) {
@@ -399,15 +448,23 @@ Status ManagedStore::push_runs(std::vector<Run> runs) {
   return latch->error;
 }
 
-Status ManagedStore::sync() {
+Status ManagedStore::sync() { return sync_chunks(0, chunk_count() - 1); }
+
+Status ManagedStore::sync_range(uint64_t offset, uint64_t length) {
+  if (length == 0) return Status::ok();
+  if (pushers_.empty()) return cache_->sync_range(offset, length);
+  return sync_chunks(offset / opts_.chunk_size, (offset + length - 1) / opts_.chunk_size);
+}
+
+Status ManagedStore::sync_chunks(uint64_t first, uint64_t last) {
   if (pushers_.empty()) return cache_->sync();  // writes stay local
   std::vector<uint64_t> busy;  // being pushed already: not known to be on the remote yet
   std::vector<Run> runs;
   {
     std::lock_guard lock(mu_);
-    for (uint64_t c = 0; c < chunk_count(); ++c)
+    for (uint64_t c = first; c <= last; ++c)
       if (state_[c] & kPushing) busy.push_back(c);
-    if (dirty_ > 0) runs = claim_dirty(0, chunk_count() - 1);
+    if (dirty_ > 0) runs = claim_dirty(first, last);
   }
   Status st = runs.empty() ? Status::ok() : push_runs(std::move(runs));
   if (!busy.empty()) {

@@ -9,9 +9,10 @@
 //    background transfer's bytes (memsync-wire(7), Urgency).
 //  - Writes land in the cache and mark their chunks dirty; push workers
 //    send dirty chunks to the remote every push_interval, coalesced.
-//  - sync() (NBD FLUSH, and FUA writes) pushes everything that was dirty
-//    when it was called, then syncs the remote: after it returns, the
-//    remote has every write completed before the call.
+//  - sync() (NBD FLUSH) pushes everything that was dirty when it was
+//    called, then syncs the remote: after it returns, the remote has every
+//    write completed before the call. sync_range() (a FUA write) does the
+//    same for the written range's chunks only.
 //
 // Chunk states: missing, fetching (claimed by one puller or by a request
 // that needs it), present; a present chunk may also be dirty and/or being
@@ -68,7 +69,15 @@ class ManagedStore final : public Store {
   uint64_t size() const override { return size_; }
   Status read_at(std::span<std::byte> buf, uint64_t offset) override;
   Status write_at(std::span<const std::byte> buf, uint64_t offset) override;
+  // Pushes every dirty chunk (and waits for pushes under way), then syncs
+  // the remote if anything was pushed since its last sync.
   Status sync() override;
+  // The same for the chunks of the range only (NBD FUA: a writethrough
+  // client does not push the whole mount on every write).
+  Status sync_range(uint64_t offset, uint64_t length) override;
+  // kRead only: the cache's bytes (sendfile from its file), once the range
+  // is local (fetched now if it is not). Writes go through write_at.
+  bool direct_range(uint64_t offset, uint64_t length, Access access, DirectRange& out) override;
   // NBD CACHE: fetches the range now (urgently) if it is not local yet.
   Status prefetch(uint64_t offset, uint64_t length) override;
   bool is_read_only() const override { return remote_->is_read_only(); }
@@ -104,6 +113,13 @@ class ManagedStore final : public Store {
   // Gives claimed chunks back (missing again, for the pullers' next pass).
   // REQUIRES mu_.
   void release(const Run& r);
+  // A claimed run stopped fetching (present now, or missing again): wakes
+  // the waiters it concerns. REQUIRES mu_.
+  void settled(const Run& r);
+  // Waits until no chunk of [first, last] is being fetched. REQUIRES lock on mu_.
+  void wait_fetches(std::unique_lock<std::mutex>& lock, uint64_t first, uint64_t last);
+  // A puller with nothing to start waits here until woken (callers re-check).
+  void wait_pullers(std::unique_lock<std::mutex>& lock);
   // Copies a claimed run from `from` into the cache, then marks it present
   // (or missing again on failure).
   Status fetch(Store& from, const Run& r);
@@ -118,13 +134,23 @@ class ManagedStore final : public Store {
   void push_loop();
   void schedule_pushes();
   Status push_runs(std::vector<Run> runs);
+  Status sync_chunks(uint64_t first, uint64_t last);
 
   std::shared_ptr<Store> remote_, urgent_, cache_;
   ManagedOptions opts_;
   uint64_t size_ = 0;
 
+  // A reader or writer waiting for fetches in [first, last]; on its stack.
+  struct RangeWaiter {
+    uint64_t first, last;
+    std::condition_variable cv;
+  };
+
   std::mutex mu_;
-  std::condition_variable changed_;  // chunk states changed
+  std::condition_variable changed_;  // pushes finished, or every chunk is local
+  std::condition_variable pullers_cv_;           // work for an idle puller, or stop
+  std::vector<RangeWaiter*> range_waiters_;      // guarded by mu_
+  unsigned idle_pullers_ = 0;                    // guarded by mu_: waiting on pullers_cv_
   std::vector<uint8_t> state_;       // guarded by mu_: kPresent | kFetching | kDirty | kPushing
   uint64_t present_ = 0, dirty_ = 0; // guarded by mu_
   uint64_t pull_cursor_ = 0;         // guarded by mu_: where this pass of the pullers is

@@ -175,7 +175,7 @@ Transmission::Got Transmission::read_one(Job& job) {
     return Got::Request;
   }
   Store::DirectRange direct;
-  const bool have_direct = v.error == 0 && store_.direct_range(req.offset, req.length, direct);
+  const bool have_direct = v.error == 0 && store_.direct_range(req.offset, req.length, Store::Access::kWrite, direct);
   if (have_direct && direct.memory) {
     // Memory stores take the payload where it belongs: no staging copy.
     // A client that vanishes mid-payload leaves the range half-written,
@@ -335,7 +335,7 @@ Status Transmission::do_read(Job& job, ReplyBatch& out) {
     if (!any_hole) map.clear();
   }
   Store::DirectRange direct;
-  if (map.empty() && store_.direct_range(req.offset, req.length, direct) &&
+  if (map.empty() && store_.direct_range(req.offset, req.length, Store::Access::kRead, direct) &&
       (direct.memory || req.length >= kSendfileThreshold)) {
     if (direct.memory) {  // zero-copy: the store's memory goes out in the batch's writev
       add_read(out, req, std::span<const std::byte>(direct.memory, req.length), map);
@@ -413,14 +413,14 @@ Status Transmission::execute(Job& job, ReplyBatch& out) {
       return Status::ok();
     case kCmdWrite:
       if (!job.in_place) st = store_.write_at(std::span<const std::byte>(job.buf.get(req.length)), req.offset);
-      if (st && fua) st = store_.sync();
+      if (st && fua) st = store_.sync_range(req.offset, req.length);
       break;
     case kCmdFlush:
       st = store_.sync();
       break;
     case kCmdTrim:
       st = store_.trim(req.offset, req.length);
-      if (st && fua) st = store_.sync();
+      if (st && fua) st = store_.sync_range(req.offset, req.length);
       break;
     case kCmdWriteZeroes:
       if ((req.flags & kCmdFlagFastZero) && !store_.can_fast_zero()) {
@@ -428,7 +428,7 @@ Status Transmission::execute(Job& job, ReplyBatch& out) {
         break;
       }
       st = store_.write_zeroes(req.offset, req.length, !(req.flags & kCmdFlagNoHole));
-      if (st && fua) st = store_.sync();
+      if (st && fua) st = store_.sync_range(req.offset, req.length);
       break;
     case kCmdCache:
       st = store_.prefetch(req.offset, req.length);

@@ -15,6 +15,8 @@
 #include <climits>
 #include <cstring>
 
+#include "util/file_io.hpp"
+
 namespace memsync {
 namespace {
 constexpr size_t kBufferSize = 256 * 1024;
@@ -137,14 +139,8 @@ Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& f
     return skip(unread);
   };
   auto put = [&](const std::byte* p, size_t n) -> Status {
-    while (n > 0) {
-      ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(offset));
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return Status::from_errno("write file");
-      p += w;
-      n -= static_cast<size_t>(w);
-      offset += static_cast<uint64_t>(w);
-    }
+    MEMSYNC_TRY(pwrite_all(fd, std::span(p, n), offset, "file"));
+    offset += n;
     return Status::ok();
   };
   // What the buffer already holds goes first, by plain write.

@@ -31,6 +31,7 @@
 
 #include "backend/store.hpp"
 #include "net/channel.hpp"
+#include "wire/compression.hpp"
 #include "wire/frame.hpp"
 #include "wire/remote_target.hpp"
 
@@ -66,6 +67,9 @@ class RemoteStore final : public Store {
   uint64_t size() const override { return terms_.size; }
   Status read_at(std::span<std::byte> buf, uint64_t offset) override;
   Status write_at(std::span<const std::byte> buf, uint64_t offset) override;
+  // Data goes from the socket into dst in one copy (a file by read(2) into
+  // its mapping or by splice, never through our buffers).
+  Status read_into(const DirectRange& dst, uint64_t offset, uint64_t length) override;
   Status sync() override;
   uint32_t block_size() const override { return 1; }
   bool is_read_only() const override { return terms_.read_only; }
@@ -85,10 +89,8 @@ class RemoteStore final : public Store {
                                                     const RemoteOptions& o, std::string description);
   // HELLO on a new connection, bounded by a deadline.
   Result<HelloReply> handshake(Channel& ch);
-  // Sends one request and waits for its reply. For READ, `into` receives
-  // the data.
-  Status call(uint16_t type, uint16_t flags, std::initializer_list<std::span<const std::byte>> parts,
-              std::span<std::byte> into = {});
+  // Sends one request (not READ: see read_into) and waits for its reply.
+  Status call(uint16_t type, uint16_t flags, std::initializer_list<std::span<const std::byte>> parts);
   // call() in two halves, for several requests in flight from one caller.
   // submit() may wait for an in-flight slot; p must stay put until wait().
   void submit(Pending& p);
@@ -123,13 +125,16 @@ class RemoteStore final : public Store {
   bool connected_ = false;   // guarded by write_mu_: conn_ has said HELLO and is alive
 
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable stop_cv_;  // stopping_ was set (ends a backoff wait)
+  std::condition_variable room_;     // an in-flight slot opened, or requests fail
+  unsigned room_waiters_ = 0;        // guarded by mu_: callers waiting for room_
   std::map<uint64_t, Pending*> pending_;  // guarded by mu_: sent or waiting to be sent
   uint64_t next_id_ = 1;                  // guarded by mu_
   Status failing_;                        // guarded by mu_: not ok = new requests fail with it
   bool is_permanent_ = false;             // guarded by mu_: failing_ is for good
   bool stopping_ = false;                 // guarded by mu_
   std::atomic<bool> unsynced_{false};     // written since the last successful sync
+  CompressionGate gate_;                  // our WRITE payloads' LZ4 attempts
   std::jthread reader_;
 };
 

@@ -1,5 +1,6 @@
 #include "wire/server.hpp"
 
+#include <array>
 #include <condition_variable>
 #include <deque>
 #include <random>
@@ -21,7 +22,7 @@ constexpr unsigned kHelloTimeoutMs = 10000;
 
 struct Job {
   FrameHeader h;
-  std::vector<std::byte> payload;
+  ByteBuffer payload;
 };
 
 }  // namespace
@@ -61,7 +62,7 @@ class Session {
       }
       if (h->is_reply()) return Status::error(EPROTO, "memsync wire protocol: the client sent a reply frame");
       if (h->type == kHello) return Status::error(EPROTO, "memsync wire protocol: a second HELLO");
-      Job job{*h, std::vector<std::byte>(h->length)};
+      Job job{*h, ByteBuffer(h->length)};
       MEMSYNC_TRY(ch_.read_exact(job.payload));
       {
         std::lock_guard lock(mu_);
@@ -148,13 +149,29 @@ class Session {
     auto rg = decode_range(job.payload);
     if (!rg) return reply_error(job.h, rg.status());
     if (Status st = check_range(*rg, store_.size(), terms_.max_payload); !st) return reply_error(job.h, st);
-    std::vector<std::byte> data(rg->length);
-    if (Status st = store_.read_at(data, rg->offset); !st) return reply_error(job.h, st);
-    if (negotiated(kFeatureLz4)) {
-      auto packed = compress_payload(data);
-      if (!packed.empty()) return reply(job.h, {packed}, kFlagCompressed);
+    // The store's own bytes where it has them: memory goes out as it is,
+    // a file by sendfile unless this payload is to be compressed.
+    const bool lz4 = negotiated(kFeatureLz4) && gate_.try_now();
+    Store::DirectRange direct;
+    const bool have_direct = store_.direct_range(rg->offset, rg->length, Store::Access::kRead, direct);
+    if (have_direct && direct.memory) return send_read(job.h, std::span(direct.memory, rg->length), lz4);
+    if (have_direct && direct.fd >= 0 && !lz4) {
+      std::array<std::byte, kHeaderSize> head;
+      encode_header(FrameHeader{static_cast<uint16_t>(kRead | kReplyBit), 0, job.h.id, rg->length}, head);
+      std::lock_guard lock(write_mu_);
+      return ch_.write_file(head, direct.fd, direct.file_offset, rg->length);
     }
-    return reply(job.h, {data});
+    ByteBuffer data(rg->length);
+    if (Status st = store_.read_at(data, rg->offset); !st) return reply_error(job.h, st);
+    return send_read(job.h, data, lz4);
+  }
+
+  Status send_read(const FrameHeader& req, std::span<const std::byte> data, bool lz4) {
+    if (lz4) {
+      auto packed = gate_.attempt(data);
+      if (!packed.empty()) return reply(req, {packed}, kFlagCompressed);
+    }
+    return reply(req, {data});
   }
 
   Status do_write(Job& job) {
@@ -162,14 +179,14 @@ class Session {
     if (job.payload.size() < 8) return reply_error(h, Status::invalid("WRITE without an offset"));
     uint64_t offset = load_be64(job.payload.data());
     std::span<const std::byte> data(job.payload.data() + 8, job.payload.size() - 8);
-    std::vector<std::byte> unpacked;
+    ByteBuffer unpacked;
     if (h.flags & kFlagCompressed) {
       if (!negotiated(kFeatureLz4)) return reply_error(h, Status::invalid("COMPRESSED without the LZ4 feature"));
       if (data.size() < 4) return reply_error(h, Status::invalid("compressed WRITE without its length"));
       uint32_t raw = load_be32(data.data());
       if (raw == 0 || raw > terms_.max_payload)
         return reply_error(h, Status::invalid("compressed WRITE of " + std::to_string(raw) + " bytes"));
-      unpacked.resize(raw);
+      unpacked = ByteBuffer(raw);
       if (Status st = decompress_payload(data, unpacked); !st) return reply_error(h, Status::invalid(st.message()));
       data = unpacked;
     }
@@ -198,6 +215,7 @@ class Session {
   Store& store_;
   const WireServerOptions& opts_;
   const HelloReply terms_;
+  CompressionGate gate_;  // our replies' LZ4 attempts
   std::mutex mu_;
   std::condition_variable cv_, room_;
   std::deque<Job> urgent_, background_;

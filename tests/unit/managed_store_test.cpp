@@ -142,6 +142,44 @@ TEST(ManagedStore, WritesReachTheRemoteOnSyncOnly) {
   EXPECT_EQ(m->progress().dirty, 0u);
 }
 
+// A FUA write pushes its own chunks, not everything dirty (a writethrough
+// client would otherwise push the whole mount on every write).
+TEST(ManagedStore, SyncRangePushesOnlyThatRange) {
+  auto data = pattern(256 * 1024, 14);
+  auto remote = mem_with(data);
+  auto cache = *MemStore::create(data.size());
+  auto m = *ManagedStore::open(remote, remote, cache, small(4, 2));
+  ASSERT_TRUE(m->wait_pulled(30s));
+  auto a = pattern(4096, 15), b = pattern(4096, 16);
+  ASSERT_TRUE(m->write_at(a, 8192));    // chunk 2
+  ASSERT_TRUE(m->write_at(b, 102400));  // chunk 25
+  ASSERT_TRUE(m->sync_range(8192, 4096));
+  auto want_a = data;
+  std::copy(a.begin(), a.end(), want_a.begin() + 8192);
+  EXPECT_EQ(contents(*remote), want_a);  // chunk 25 still only in the cache
+  EXPECT_EQ(m->progress().dirty, 1u);
+  ASSERT_TRUE(m->sync());
+  auto want_ab = want_a;
+  std::copy(b.begin(), b.end(), want_ab.begin() + 102400);
+  EXPECT_EQ(contents(*remote), want_ab);
+  EXPECT_EQ(m->progress().dirty, 0u);
+}
+
+// Reads may take the cache's bytes directly (sendfile), after the range was
+// fetched; writes may not (they must be marked dirty).
+TEST(ManagedStore, DirectRangeIsForReadsAndFetchesFirst) {
+  auto data = pattern(256 * 1024, 17);
+  auto remote = mem_with(data);
+  auto cache = *MemStore::create(data.size());
+  auto m = *ManagedStore::open(remote, remote, cache, small(0, 1));
+  Store::DirectRange d;
+  EXPECT_FALSE(m->direct_range(4096, 8192, Store::Access::kWrite, d));
+  ASSERT_TRUE(m->direct_range(4096, 8192, Store::Access::kRead, d));
+  ASSERT_NE(d.memory, nullptr);
+  EXPECT_TRUE(std::equal(d.memory, d.memory + 8192, data.begin() + 4096));
+  EXPECT_EQ(m->progress().present, 2u);
+}
+
 TEST(ManagedStore, PushWorkersPushOnTheirInterval) {
   auto remote = *MemStore::create(64 * 1024);
   auto counted = std::make_shared<Faulty>(remote);

@@ -34,8 +34,9 @@ TEST(WireCompression, IncompressibleDataIsSentRaw) {
 
 TEST(WireCompression, WrongLengthOrCorruptBlockIsRefused) {
   std::vector<std::byte> raw(8192, std::byte{7});
-  auto part = compress_payload(raw);
-  ASSERT_FALSE(part.empty());
+  auto packed = compress_payload(raw);
+  ASSERT_FALSE(packed.empty());
+  std::vector<std::byte> part(packed.data(), packed.data() + packed.size());
   std::vector<std::byte> small(4096);
   EXPECT_EQ(decompress_payload(part, small).code(), EPROTO);  // raw length says 8192
   std::vector<std::byte> out(8192);
@@ -47,6 +48,31 @@ TEST(WireCompression, WrongLengthOrCorruptBlockIsRefused) {
   store_be32(lie.data(), 4096);  // a raw length that does not match the block
   std::vector<std::byte> out4k(4096);
   EXPECT_EQ(decompress_payload(lie, out4k).code(), EPROTO);
+}
+
+// The gate stops trying on data that does not shrink (1, 2, 4 ... 64
+// payloads skipped), and a payload that shrinks reopens it at once.
+TEST(WireCompression, GateBacksOffOnIncompressibleData) {
+  std::vector<std::byte> random(64 * 1024);
+  std::mt19937 rng(7);
+  for (auto& b : random) b = std::byte(rng() & 0xff);
+  std::vector<std::byte> zeros(64 * 1024);
+  CompressionGate gate;
+  // 1 attempt, 1 skipped, 1 attempt, 2 skipped, 1, 4, 1, 8, 1, 16, 1, 32, 1, 64, 1, 64 ...
+  // While it skips, even compressible payloads go raw.
+  EXPECT_TRUE(gate.compress(random).empty());  // attempt: streak 1, skip 1
+  EXPECT_TRUE(gate.compress(zeros).empty());   // skipped
+  EXPECT_TRUE(gate.compress(random).empty());  // attempt: skip 2
+  EXPECT_TRUE(gate.compress(zeros).empty());
+  EXPECT_TRUE(gate.compress(zeros).empty());
+  EXPECT_FALSE(gate.compress(zeros).empty());  // attempt, shrinks: open again
+  EXPECT_FALSE(gate.compress(zeros).empty());
+  // After a long streak it skips at most 64 before trying again.
+  for (int i = 0; i < 300; ++i) EXPECT_TRUE(gate.compress(random).empty());
+  int skipped = 0;
+  while (gate.compress(zeros).empty() && skipped <= 64) ++skipped;
+  EXPECT_GE(skipped, 1);
+  EXPECT_LE(skipped, 64);
 }
 
 }  // namespace

@@ -4,10 +4,14 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <random>
 #include <thread>
 
 #include "../helpers/socket_pair.hpp"
+#include "backend/file_store.hpp"
 #include "backend/mem_store.hpp"
 #include "util/endian.hpp"
 #include "wire/framing.hpp"
@@ -108,6 +112,48 @@ TEST(WireSession, CompressibleDataTravelsCompressedAndArrivesIntact) {
   ASSERT_TRUE(r2->read_at(back2, 0));
   EXPECT_EQ(back2, data);
   EXPECT_FALSE(r2->can_trim());
+}
+
+// A file store is served by sendfile when a payload is not compressed
+// (always without LZ4, and while the compression gate is shut on random
+// data), and read_into puts replies straight into a destination file
+// (splice) or memory. Every combination must deliver the same bytes.
+TEST(WireSession, FilesGoOutBySendfileAndComeInToFiles) {
+  namespace fs = std::filesystem;
+  auto dir = fs::temp_directory_path() / ("memsync-unit-wire-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const size_t size = 4 << 20;
+  auto served = *FileStore::open((dir / "served.img").string(), FileStoreOptions{false, size});
+  auto data = random_bytes(size, 9);
+  for (size_t i = 0; i < size / 2; ++i) data[i] = std::byte((i / 4096) & 0xff);  // first half compresses
+  ASSERT_TRUE(served->write_at(data, 0));
+  for (uint64_t features : {uint64_t{0}, uint64_t{kFeatureLz4}}) {
+    SCOPED_TRACE(features ? "lz4" : "no compression");
+    Served s(served);
+    RemoteOptions o;
+    o.features = features;
+    o.max_payload = 256 * 1024;  // several frames per read
+    auto r = s.connect(o);
+    ASSERT_TRUE(r);
+    std::vector<std::byte> back(size);
+    ASSERT_TRUE(r->read_at(back, 0));
+    EXPECT_TRUE(back == data);
+    auto sink = *FileStore::open((dir / "sink.img").string(), FileStoreOptions{false, size});
+    Store::DirectRange into;
+    ASSERT_TRUE(sink->direct_range(0, size, Store::Access::kWrite, into));
+    into.write_memory = nullptr;  // as the managed mount does: by splice
+    ASSERT_TRUE(r->read_into(into, 0, size));
+    std::vector<std::byte> landed(size);
+    ASSERT_TRUE(sink->read_at(landed, 0));
+    EXPECT_TRUE(landed == data);
+    // An odd range, through a memory destination.
+    std::vector<std::byte> part(300001);
+    Store::DirectRange to_memory;
+    to_memory.memory = part.data();
+    ASSERT_TRUE(r->read_into(to_memory, 1234567, part.size()));
+    EXPECT_TRUE(std::equal(part.begin(), part.end(), data.begin() + 1234567));
+  }
+  fs::remove_all(dir);
 }
 
 TEST(WireSession, ErrorsComeBackAsStatusesAndTheSessionGoesOn) {
