@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -116,6 +117,10 @@ class Store {
     // may touch it: a page past a shrunken file's end gives EFAULT there,
     // but SIGBUS in user space. Reads keep using fd.
     std::byte* write_memory = nullptr;
+    // With fd, set by the caller: writes into fd through this range hold
+    // it (see Channel::read_to_file), for callers that fill one file from
+    // many threads.
+    std::mutex* write_lock = nullptr;
   };
   enum class Access { kRead, kWrite };
   virtual bool direct_range(uint64_t offset, uint64_t length, Access access, DirectRange& out) {

@@ -51,7 +51,7 @@ struct ManagedOptions {
   unsigned pull_workers = 16;       // 0: fetch on demand only
   unsigned push_workers = 16;       // 0: writes stay local
   std::chrono::milliseconds push_interval{1000};
-  uint32_t max_batch = 1 << 20;     // largest coalesced request, bytes
+  uint32_t max_batch = 4 << 20;     // largest coalesced request, bytes
 };
 
 // Checks options (usage errors for tools): chunk size, batch >= chunk.
@@ -146,6 +146,7 @@ class ManagedStore final : public Store {
     std::condition_variable cv;
   };
 
+  std::mutex cache_write_mu_;  // fetches' writes into a file cache take turns
   std::mutex mu_;
   std::condition_variable changed_;  // pushes finished, or every chunk is local
   std::condition_variable pullers_cv_;           // work for an idle puller, or stop

@@ -126,7 +126,8 @@ Status Channel::skip(uint64_t n) {
   return Status::ok();
 }
 
-Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& file_error, std::byte* mapped) {
+Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& file_error, std::byte* mapped,
+                             std::mutex* file_lock) {
   file_error = Status::ok();
   // `unread` counts the payload bytes still in the stream; once a byte is
   // taken from the stream (into the buffer, the mapping or the pipe) it is
@@ -139,6 +140,8 @@ Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& f
     return skip(unread);
   };
   auto put = [&](const std::byte* p, size_t n) -> Status {
+    std::unique_lock<std::mutex> held;
+    if (file_lock && n > 0) held = std::unique_lock(*file_lock);
     MEMSYNC_TRY(pwrite_all(fd, std::span(p, n), offset, "file"));
     offset += n;
     return Status::ok();
@@ -183,6 +186,8 @@ Status Channel::read_to_file(int fd, uint64_t offset, uint64_t length, Status& f
     if (in == 0) return Status::closed("connection closed by peer");
     unread -= static_cast<uint64_t>(in);
     auto left = static_cast<size_t>(in);
+    std::unique_lock<std::mutex> held;
+    if (file_lock) held = std::unique_lock(*file_lock);
     while (left > 0) {
       auto o = static_cast<loff_t>(offset);
       ssize_t out = ::splice(pipe_r_.get(), nullptr, fd, &o, left, SPLICE_F_MOVE);

@@ -52,7 +52,12 @@ class Channel {
   // pipe's two splice calls per chunk. Only the kernel touches the mapping
   // (read(2)), so a page the file no longer has fails with EFAULT, never
   // SIGBUS; the rest then takes the splice path, which regrows the file.
-  Status read_to_file(int fd, uint64_t offset, uint64_t length, Status& file_error, std::byte* mapped = nullptr);
+  // With `file_lock`, every write into fd holds it: several threads
+  // filling one file take turns in user space instead of spinning on the
+  // kernel's inode lock (tmpfs writes spin while the holder runs, and on a
+  // VM whose other vCPU is descheduled that burned seconds per GiB).
+  Status read_to_file(int fd, uint64_t offset, uint64_t length, Status& file_error, std::byte* mapped = nullptr,
+                      std::mutex* file_lock = nullptr);
   // True when the last failed read hit a clean end of stream at a boundary.
   bool clean_eof() const { return clean_eof_; }
   // Caps how much one buffer refill reads (0: the whole buffer). A reader

@@ -160,13 +160,16 @@ Status RemoteStore::deliver(Channel& ch, const FrameHeader& h, Pending& p) {
       auto raw = std::make_unique_for_overwrite<std::byte[]>(p.read_length);
       MEMSYNC_TRY(decompress_payload(std::span(packed.get(), h.length), std::span(raw.get(), p.read_length)));
       // The file is the caller's: its failure is the request's, not the connection's.
+      std::unique_lock<std::mutex> held;
+      if (p.into.write_lock) held = std::unique_lock(*p.into.write_lock);
       p.status = pwrite_all(p.into.fd, std::span(raw.get(), p.read_length), p.into.file_offset, "the destination file");
       return Status::ok();
     }
     if (h.length != p.read_length) return Status::error(EPROTO, "memsync wire protocol: READ reply of the wrong length");
     if (p.into.memory) return ch.read_exact(std::span(p.into.memory, p.read_length));
     Status file_error;
-    MEMSYNC_TRY(ch.read_to_file(p.into.fd, p.into.file_offset, p.read_length, file_error, p.into.write_memory));
+    MEMSYNC_TRY(ch.read_to_file(p.into.fd, p.into.file_offset, p.read_length, file_error, p.into.write_memory,
+                                p.into.write_lock));
     if (!file_error) p.status = file_error;
     return Status::ok();
   }

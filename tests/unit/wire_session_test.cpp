@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -141,7 +142,9 @@ TEST(WireSession, FilesGoOutBySendfileAndComeInToFiles) {
     auto sink = *FileStore::open((dir / "sink.img").string(), FileStoreOptions{false, size});
     Store::DirectRange into;
     ASSERT_TRUE(sink->direct_range(0, size, Store::Access::kWrite, into));
-    into.write_memory = nullptr;  // as the managed mount does: by splice
+    into.write_memory = nullptr;  // as the managed mount does: by splice,
+    std::mutex turns;             // taking turns with other fetches
+    into.write_lock = &turns;
     ASSERT_TRUE(r->read_into(into, 0, size));
     std::vector<std::byte> landed(size);
     ASSERT_TRUE(sink->read_at(landed, 0));

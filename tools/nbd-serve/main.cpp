@@ -73,7 +73,7 @@ Managed mount (a local cache in front of BACKEND, usually remote:...):
       --push-workers N      pushers of written chunks (default 16; 0: writes
                             stay in the cache)
       --push-interval DURATION  how often written chunks are pushed (default 1s)
-      --max-batch SIZE      largest coalesced pull or push request (default 1M,
+      --max-batch SIZE      largest coalesced pull or push request (default 4M,
                             or the chunk size if larger)
 
   -v, --verbose             log connections; twice: every request
@@ -93,7 +93,7 @@ int serve_main(int argc, char** argv) {
   std::string handshake_timeout = "10s";
   nbd::ServerOptions opts;
   TlsServerOptions tls;
-  std::string cache, chunk_size = "64K", push_interval = "1s", max_batch = "1M";
+  std::string cache, chunk_size = "64K", push_interval = "1s", max_batch = "4M";
   int pull_workers = 16, push_workers = 16;
   bool help = false, version = false;
   int verbose = 0;
