@@ -155,6 +155,7 @@ class ManagedStore final : public Store {
   std::vector<uint8_t> state_;       // guarded by mu_: kPresent | kFetching | kDirty | kPushing
   uint64_t present_ = 0, dirty_ = 0; // guarded by mu_
   uint64_t pull_cursor_ = 0;         // guarded by mu_: where this pass of the pullers is
+  uint64_t pull_window_ = 1;         // guarded by mu_: chunks per pull now (grows to max_batch)
   uint64_t retry_from_ = UINT64_MAX; // guarded by mu_: first chunk a fetch gave back (next pass)
   bool pull_failing_ = false;        // guarded by mu_: logged, until a pull works again
   bool push_failing_ = false;        // guarded by mu_: likewise for pushes

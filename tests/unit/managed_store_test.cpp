@@ -2,8 +2,10 @@
 // partial chunks, failures, and many threads at once.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -105,6 +107,37 @@ TEST(ManagedStore, PullersCopyEverythingInOrder) {
   ASSERT_TRUE(m->wait_pulled(30s));
   EXPECT_EQ(contents(*cache), data);
   EXPECT_EQ(contents(*m), data);
+}
+
+// Pulls start small and double up to max_batch, so a fresh mount's first
+// reads do not compete with megabytes of pulls already in flight.
+TEST(ManagedStore, PullsStartSmallAndGrowToTheLargestBatch) {
+  struct Recording final : StoreWrapper {
+    using StoreWrapper::StoreWrapper;
+    Status read_at(std::span<std::byte> b, uint64_t o) override {
+      {
+        std::lock_guard lock(mu);
+        sizes.push_back(b.size());
+      }
+      return StoreWrapper::read_at(b, o);
+    }
+    std::mutex mu;
+    std::vector<size_t> sizes;
+  };
+  auto data = pattern(8 << 20, 18);
+  auto remote = std::make_shared<Recording>(mem_with(data));
+  auto cache = *MemStore::create(data.size());
+  ManagedOptions o = small(1, 0);
+  o.max_batch = 1 << 20;
+  auto m = *ManagedStore::open(remote, remote, cache, o);
+  ASSERT_TRUE(m->wait_pulled(30s));
+  EXPECT_EQ(contents(*cache), data);
+  std::lock_guard lock(remote->mu);
+  ASSERT_GE(remote->sizes.size(), 4u);
+  EXPECT_EQ(remote->sizes[0], 256u * 1024);
+  EXPECT_EQ(remote->sizes[1], 512u * 1024);
+  EXPECT_EQ(remote->sizes[2], 1u << 20);
+  EXPECT_EQ(*std::max_element(remote->sizes.begin(), remote->sizes.end()), 1u << 20);
 }
 
 TEST(ManagedStore, AnUrgentReadDoesNotWaitForBlockedPulls) {
