@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cstring>
 
@@ -286,7 +287,20 @@ Status Channel::write_file(std::span<const std::byte> head, int fd, uint64_t off
       if (errno == EINTR) continue;
       return Status::from_errno("sendfile to connection");
     }
-    if (n == 0) return Status::io("sendfile: the file ended early");
+    if (n == 0) break;  // the file shrank under us
+    length -= static_cast<uint64_t>(n);
+  }
+  // What the file no longer has goes out as zeros, as FileStore::read_at
+  // reads it: the head promised `length` bytes, and the stream must stay
+  // whole.
+  static const std::array<std::byte, 65536> zeros{};
+  while (length > 0) {
+    size_t step = static_cast<size_t>(std::min<uint64_t>(length, zeros.size()));
+    ssize_t n = ::write(write_fd(), zeros.data(), step);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::from_errno("write to connection");
+    }
     length -= static_cast<uint64_t>(n);
   }
   return Status::ok();

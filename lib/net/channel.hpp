@@ -78,8 +78,9 @@ class Channel {
 
   // Writes `head`, then `length` bytes of regular file `fd` from `offset`
   // (sendfile: the kernel copies page cache to socket, we never touch the
-  // bytes), atomically with respect to other writers. A failure after the
-  // head went out leaves the stream broken: the caller must disconnect.
+  // bytes), atomically with respect to other writers. Bytes past the
+  // file's end (it shrank) go out as zeros. A failure after the head went
+  // out leaves the stream broken: the caller must disconnect.
   Status write_file(std::span<const std::byte> head, int fd, uint64_t offset, uint64_t length);
 
   // Ends reading (blocked readers wake up) without closing descriptors.

@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <mutex>
 #include <random>
@@ -157,6 +158,31 @@ TEST(WireSession, FilesGoOutBySendfileAndComeInToFiles) {
     EXPECT_TRUE(std::equal(part.begin(), part.end(), data.begin() + 1234567));
   }
   fs::remove_all(dir);
+}
+
+// A served file that shrinks under the server: reads past its new end
+// answer zeros (as FileStore::read_at does), by sendfile too, and the
+// session goes on.
+TEST(WireSession, AFileThatShrankReadsAsZerosAndTheSessionGoesOn) {
+  namespace fs = std::filesystem;
+  auto path = fs::temp_directory_path() / ("memsync-unit-wire-shrink-" + std::to_string(::getpid()));
+  auto served = *FileStore::open(path.string(), FileStoreOptions{false, 4 << 20});
+  auto data = random_bytes(4 << 20, 10);
+  ASSERT_TRUE(served->write_at(data, 0));
+  Served s(served);
+  RemoteOptions o;
+  o.features = 0;  // no compression: every read goes out by sendfile
+  auto r = s.connect(o);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(::truncate(path.c_str(), 3 << 20), 0);
+  std::vector<std::byte> back(2 << 20);
+  ASSERT_TRUE(r->read_at(back, 2 << 20));  // half before the new end, half after
+  EXPECT_TRUE(std::equal(back.begin(), back.begin() + (1 << 20), data.begin() + (2 << 20)));
+  EXPECT_TRUE(std::all_of(back.begin() + (1 << 20), back.end(), [](std::byte b) { return b == std::byte{0}; }));
+  std::vector<std::byte> again(4096);
+  ASSERT_TRUE(r->read_at(again, 0));
+  EXPECT_TRUE(std::equal(again.begin(), again.end(), data.begin()));
+  fs::remove(path);
 }
 
 TEST(WireSession, ErrorsComeBackAsStatusesAndTheSessionGoesOn) {
