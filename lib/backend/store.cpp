@@ -1,8 +1,8 @@
 #include "backend/store.hpp"
 
 #include <algorithm>
-#include <memory>
 
+#include "util/byte_buffer.hpp"
 #include "util/file_io.hpp"
 
 namespace memsync {
@@ -29,14 +29,20 @@ Status Store::extents(uint64_t, uint64_t length, std::vector<Extent>& out) {
 
 Status Store::prefetch(uint64_t, uint64_t) { return Status::ok(); }
 
+Status Store::DirectRange::pwrite(std::span<const std::byte> bytes, uint64_t at) const {
+  std::unique_lock<std::mutex> held;
+  if (write_lock) held = std::unique_lock(*write_lock);
+  return pwrite_all(fd, bytes, file_offset + at, "the destination file");
+}
+
 Status Store::read_into(const DirectRange& dst, uint64_t offset, uint64_t length) {
   if (dst.memory) return read_at(std::span(dst.memory, static_cast<size_t>(length)), offset);
   static constexpr uint64_t kPiece = 1 << 20;  // a bounded buffer, never length-sized
-  auto buf = std::make_unique_for_overwrite<std::byte[]>(static_cast<size_t>(std::min(length, kPiece)));
+  ByteBuffer buf(static_cast<size_t>(std::min(length, kPiece)));
   for (uint64_t done = 0; done < length;) {
-    std::span piece(buf.get(), static_cast<size_t>(std::min(length - done, kPiece)));
+    std::span piece(buf.data(), static_cast<size_t>(std::min(length - done, kPiece)));
     MEMSYNC_TRY(read_at(piece, offset + done));
-    MEMSYNC_TRY(pwrite_all(dst.fd, piece, dst.file_offset + done, "the destination file"));
+    MEMSYNC_TRY(dst.pwrite(piece, done));
     done += piece.size();
   }
   return Status::ok();

@@ -121,6 +121,10 @@ class Store {
     // it (see Channel::read_to_file), for callers that fill one file from
     // many threads.
     std::mutex* write_lock = nullptr;
+    // With fd: writes `bytes` at `at` bytes into the range by pwrite,
+    // holding write_lock (never through write_memory). Memory ranges are
+    // filled in place by their users.
+    Status pwrite(std::span<const std::byte> bytes, uint64_t at) const;
   };
   enum class Access { kRead, kWrite };
   virtual bool direct_range(uint64_t offset, uint64_t length, Access access, DirectRange& out) {

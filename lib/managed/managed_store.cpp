@@ -4,6 +4,7 @@
 #include <optional>
 #include <utility>
 
+#include "util/byte_buffer.hpp"
 #include "util/log.hpp"
 #include "util/units.hpp"
 
@@ -138,10 +139,9 @@ Status ManagedStore::fetch(Store& from, const Run& r) {
     into.write_lock = &cache_write_mu_;
     st = from.read_into(into, offset, length);
   } else {
-    // Not zero-filled first (up to max_batch per run): every byte is read into.
-    auto buf = std::make_unique_for_overwrite<std::byte[]>(length);
-    st = from.read_at(std::span(buf.get(), length), offset);
-    if (st) st = cache_->write_at(std::span(buf.get(), length), offset);
+    ByteBuffer buf(length);
+    st = from.read_at(buf, offset);
+    if (st) st = cache_->write_at(buf, offset);
   }
   std::lock_guard lock(mu_);
   for (uint64_t c = r.first; c < r.first + r.count; ++c) {
@@ -203,7 +203,9 @@ void ManagedStore::release(const Run& r) {
   settled(r);
 }
 
-Status ManagedStore::make_present(uint64_t first, uint64_t last) {
+Status ManagedStore::make_present(uint64_t offset, uint64_t length) {
+  if (length == 0) return Status::ok();
+  const uint64_t first = offset / opts_.chunk_size, last = (offset + length - 1) / opts_.chunk_size;
   // While a random read waits for chunks, most pullers start nothing new:
   // their replies would compete with this fetch for the CPU and the links.
   // A read that continues where the last fetched ones were (a sequential
@@ -249,8 +251,7 @@ Status ManagedStore::make_present(uint64_t first, uint64_t last) {
 }
 
 Status ManagedStore::read_at(std::span<std::byte> buf, uint64_t offset) {
-  if (buf.empty()) return Status::ok();
-  MEMSYNC_TRY(make_present(offset / opts_.chunk_size, (offset + buf.size() - 1) / opts_.chunk_size));
+  MEMSYNC_TRY(make_present(offset, buf.size()));
   return cache_->read_at(buf, offset);
 }
 
@@ -260,14 +261,11 @@ bool ManagedStore::direct_range(uint64_t offset, uint64_t length, Access access,
   // error (after an outage timeout the remote fails new requests at once,
   // so the caller does not wait the timeout twice).
   if (access != Access::kRead || length == 0) return false;
-  if (!make_present(offset / opts_.chunk_size, (offset + length - 1) / opts_.chunk_size)) return false;
+  if (!make_present(offset, length)) return false;
   return cache_->direct_range(offset, length, access, out);
 }
 
-Status ManagedStore::prefetch(uint64_t offset, uint64_t length) {
-  if (length == 0) return Status::ok();
-  return make_present(offset / opts_.chunk_size, (offset + length - 1) / opts_.chunk_size);
-}
+Status ManagedStore::prefetch(uint64_t offset, uint64_t length) { return make_present(offset, length); }
 
 Status ManagedStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
   if (buf.empty()) return Status::ok();
@@ -398,8 +396,7 @@ std::vector<ManagedStore::Run> ManagedStore::claim_dirty(uint64_t first, uint64_
 }
 
 Status ManagedStore::push(const Run& r) {
-  std::unique_ptr<std::byte[]> mem(new std::byte[run_bytes(r)]);
-  std::span<std::byte> buf(mem.get(), run_bytes(r));
+  ByteBuffer buf(run_bytes(r));
   Status st = cache_->read_at(buf, chunk_offset(r.first));
   if (st) st = remote_->write_at(buf, chunk_offset(r.first));
   if (st) unsynced_ = true;

@@ -123,9 +123,9 @@ class ManagedStore final : public Store {
   // Copies a claimed run from `from` into the cache, then marks it present
   // (or missing again on failure).
   Status fetch(Store& from, const Run& r);
-  // Fetches the missing chunks of [first, last] urgently and waits for
-  // those others are fetching; returns when all are present.
-  Status make_present(uint64_t first, uint64_t last);
+  // Fetches the missing chunks under [offset, offset+length) urgently and
+  // waits for those others are fetching; returns when all are present.
+  Status make_present(uint64_t offset, uint64_t length);
   void pull_loop();
   // Claims dirty chunks (not being pushed) of [first, last] as runs.
   // REQUIRES mu_.

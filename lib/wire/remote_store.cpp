@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "util/endian.hpp"
-#include "util/file_io.hpp"
 #include "util/log.hpp"
 #include "wire/compression.hpp"
 #include "wire/framing.hpp"
@@ -154,15 +153,13 @@ Status RemoteStore::deliver(Channel& ch, const FrameHeader& h, Pending& p) {
   if (p.type == kRead) {
     if (h.flags & kFlagCompressed) {
       if (!(terms_.features & kFeatureLz4)) return Status::error(EPROTO, "memsync wire protocol: unasked compression");
-      auto packed = std::make_unique_for_overwrite<std::byte[]>(h.length);
-      MEMSYNC_TRY(ch.read_exact(std::span(packed.get(), h.length)));
-      if (p.into.memory) return decompress_payload(std::span(packed.get(), h.length), std::span(p.into.memory, p.read_length));
-      auto raw = std::make_unique_for_overwrite<std::byte[]>(p.read_length);
-      MEMSYNC_TRY(decompress_payload(std::span(packed.get(), h.length), std::span(raw.get(), p.read_length)));
+      ByteBuffer packed(h.length);
+      MEMSYNC_TRY(ch.read_exact(packed));
+      if (p.into.memory) return decompress_payload(packed, std::span(p.into.memory, p.read_length));
+      ByteBuffer raw(p.read_length);
+      MEMSYNC_TRY(decompress_payload(packed, raw));
       // The file is the caller's: its failure is the request's, not the connection's.
-      std::unique_lock<std::mutex> held;
-      if (p.into.write_lock) held = std::unique_lock(*p.into.write_lock);
-      p.status = pwrite_all(p.into.fd, std::span(raw.get(), p.read_length), p.into.file_offset, "the destination file");
+      p.status = p.into.pwrite(raw, 0);
       return Status::ok();
     }
     if (h.length != p.read_length) return Status::error(EPROTO, "memsync wire protocol: READ reply of the wrong length");
