@@ -10,6 +10,7 @@
 
 #include "backend/spec.hpp"
 #include "cli/cli.hpp"
+#include "cli/tls_options.hpp"
 #include "kernel/attach.hpp"
 #include "kernel/connector.hpp"
 #include "kernel/nbd_device.hpp"
@@ -110,10 +111,6 @@ bool volatile_backend(const std::vector<std::string>& command) {
   return false;
 }
 
-bool tls_options_given(const Options& o) {
-  return !o.tls.ca_file.empty() || !o.tls.psk_file.empty() || !o.tls.cert_file.empty() || !o.tls.key_file.empty();
-}
-
 // Grammar errors throw UsageError (exit 2); credentials that cannot be
 // loaded are a runtime failure (exit 1), as in nbd-serve.
 Result<std::unique_ptr<kernel::Connector>> make_connector(Options& o) {
@@ -150,7 +147,7 @@ Result<std::unique_ptr<kernel::Connector>> make_connector(Options& o) {
       auto ctx = TlsClientContext::create(o.tls);
       if (!ctx) return ctx.status().with_context("set up TLS");
       tls = std::move(ctx).value();
-    } else if (tls_options_given(o)) {
+    } else if (cli::tls_client_options_given(o.tls)) {
       throw cli::UsageError("TLS options need an nbds:// URI");
     }
     return std::unique_ptr<kernel::Connector>(
@@ -159,7 +156,7 @@ Result<std::unique_ptr<kernel::Connector>> make_connector(Options& o) {
   auto ep = cli::usage_value(parse_endpoint(o.target), "ENDPOINT");
   if (ep.kind != Endpoint::Kind::Unix && ep.kind != Endpoint::Kind::Tcp)
     throw cli::UsageError("ENDPOINT: expected unix:PATH, tcp:HOST:PORT or an NBD URI, not '" + o.target + "'");
-  if (tls_options_given(o)) throw cli::UsageError("TLS options need an nbds:// URI");
+  if (cli::tls_client_options_given(o.tls)) throw cli::UsageError("TLS options need an nbds:// URI");
   return std::unique_ptr<kernel::Connector>(std::make_unique<kernel::EndpointConnector>(ep, o.name, nullptr));
 }
 
@@ -226,6 +223,7 @@ int attach_main(int argc, char** argv) {
                           "serve a file or run the server yourself");
   if (o.persist && o.ioctl) throw cli::UsageError("--persist needs netlink, not --ioctl");
   if (vm.count("dead-timeout") && !o.persist) throw cli::UsageError("--dead-timeout applies only with --persist");
+  cli::check_tls_client_options(o.tls);
 
   kernel::AttachOptions attach;
   if (!o.device.empty()) attach.index = cli::usage_value(kernel::parse_device(o.device), "--device");

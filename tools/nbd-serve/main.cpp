@@ -15,6 +15,7 @@
 #include "backend/open_store.hpp"
 #include "managed/open_managed.hpp"
 #include "cli/cli.hpp"
+#include "cli/tls_options.hpp"
 #include "cli/service.hpp"
 #include "nbd/server.hpp"
 #include "net/endpoint.hpp"
@@ -162,10 +163,9 @@ int serve_main(int argc, char** argv) {
   else if (tls_mode == "on") ec.tls = nbd::TlsMode::On;
   else if (tls_mode == "require") ec.tls = nbd::TlsMode::Require;
   else throw cli::UsageError("--tls: expected off, on or require, not '" + tls_mode + "'");
-  bool tls_files = !tls.cert_file.empty() || !tls.key_file.empty() || !tls.ca_file.empty() || !tls.psk_file.empty();
-  if (ec.tls == nbd::TlsMode::Off && tls_files) throw cli::UsageError("TLS files given but --tls is off (use --tls on or require)");
-  if (ec.tls != nbd::TlsMode::Off && tls.psk_file.empty() && (tls.cert_file.empty() || tls.key_file.empty()))
-    throw cli::UsageError("--tls " + tls_mode + " needs --tls-cert and --tls-key, or --tls-psk");
+  if (ec.tls == nbd::TlsMode::Off && cli::tls_server_options_given(tls))
+    throw cli::UsageError("TLS files given but --tls is off (use --tls on or require)");
+  if (ec.tls != nbd::TlsMode::Off) cli::check_tls_server_options(tls);
 
   ManagedOptions managed;
   for (const char* o : {"chunk-size", "pull-workers", "push-workers", "push-interval", "max-batch"})

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "cli/cli.hpp"
+#include "cli/tls_options.hpp"
 #include "kernel/nbd_device.hpp"
 #include "kernel/store_attachment.hpp"
 #include "kernel/swap_device.hpp"
@@ -81,11 +82,6 @@ uint64_t seconds_option(const std::string& text, const char* option) {
   return static_cast<uint64_t>(s);
 }
 
-bool tls_options_given(const Options& o) {
-  return !o.tls.ca_file.empty() || !o.tls.cert_file.empty() || !o.tls.key_file.empty() ||
-         !o.tls.psk_file.empty() || !o.tls.psk_identity.empty() || !o.tls.hostname.empty();
-}
-
 // Attaching a device and swapon need CAP_SYS_ADMIN (locking memory and the
 // OOM exemption more of root's capabilities): say so up front rather than
 // through whichever call fails first. The effective set is asked, not the
@@ -146,10 +142,7 @@ int download_main(int argc, char** argv) {
   if (o.no_swap && vm.count("priority")) throw cli::UsageError("--priority applies to swap, not with --no-swap");
   if (o.max_inflight < 1 || o.max_inflight > wire::kMaxInflight)
     throw cli::UsageError("--max-inflight: between 1 and " + std::to_string(wire::kMaxInflight));
-  if (o.tls.cert_file.empty() != o.tls.key_file.empty())
-    throw cli::UsageError("--tls-cert and --tls-key go together");
-  if (!o.tls.psk_identity.empty() && o.tls.psk_file.empty())
-    throw cli::UsageError("--tls-identity names a key of --tls-psk FILE: give both");
+  cli::check_tls_client_options(o.tls);
   kernel::StoreAttachOptions attach;
   // The kernel's requests are capped at this (max_sectors_kb), and so is
   // each server worker's buffer: memory that must be found, and locked,
@@ -165,7 +158,7 @@ int download_main(int argc, char** argv) {
 
   // Credentials that cannot be loaded are a runtime failure (exit 1), found
   // before anything else happens.
-  if (tls_options_given(o)) {
+  if (cli::tls_client_options_given(o.tls)) {
     if (o.tls.hostname.empty() && target.endpoint.kind == Endpoint::Kind::Tcp) o.tls.hostname = target.endpoint.host;
     auto ctx = TlsClientContext::create(o.tls);
     if (!ctx) return cli::fail("set up TLS", ctx.status());

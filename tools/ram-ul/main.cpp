@@ -10,6 +10,7 @@
 
 #include "backend/open_store.hpp"
 #include "cli/cli.hpp"
+#include "cli/tls_options.hpp"
 #include "cli/service.hpp"
 #include "util/log.hpp"
 #include "util/signals.hpp"
@@ -92,14 +93,8 @@ int upload_main(int argc, char** argv) {
   if (opts.max_connections == 0) throw cli::UsageError("--max-connections: must be at least 1");
   if (no_compress) opts.features &= ~wire::kFeatureLz4;
   opts.read_only = read_only;
-  bool want_tls = !tls.cert_file.empty() || !tls.key_file.empty() || !tls.ca_file.empty() || !tls.psk_file.empty();
-  if (want_tls) {
-    if (tls.cert_file.empty() != tls.key_file.empty()) throw cli::UsageError("--tls-cert and --tls-key go together");
-    if (!tls.ca_file.empty() && tls.cert_file.empty())
-      throw cli::UsageError("--tls-ca checks client certificates, which needs a server certificate: add --tls-cert/--tls-key");
-    if (tls.cert_file.empty() && tls.psk_file.empty())
-      throw cli::UsageError("TLS needs --tls-cert/--tls-key or --tls-psk");
-  }
+  bool want_tls = cli::tls_server_options_given(tls);
+  if (want_tls) cli::check_tls_server_options(tls);
   // Socket activation replaces the default listener, not an explicit one.
   bool activated = std::getenv("LISTEN_FDS") != nullptr && !vm.count("listen");
   cli::ServiceSpec service_spec = cli::parse_service_options(activated ? "" : listen, "");
