@@ -109,6 +109,7 @@ class RedisStore final : public Store {
   Status write_at(std::span<const std::byte> buf, uint64_t offset) override;
   // Always ok; see the file comment for what durability means here.
   Status sync() override { return Status::ok(); }
+  bool quick(uint64_t, uint64_t) override { return false; }  // every request waits for redis-server
   bool is_read_only() const override { return read_only_; }
   bool can_multi_conn() const override { return true; }
   bool can_trim() const override { return !read_only_; }

@@ -93,6 +93,16 @@ class Store {
   // Hint that the range will be read soon (NBD_CMD_CACHE). Default: nothing.
   virtual Status prefetch(uint64_t offset, uint64_t length);
 
+  // Whether a read or write of [offset, offset+length) is answered without
+  // waiting on another machine. The NBD server runs several buffered
+  // requests on one worker (one gathered write for their replies) only
+  // while they are quick: behind a slow one, each would wait its round
+  // trip. Default: yes, a local store.
+  virtual bool quick(uint64_t offset, uint64_t length) {
+    (void)offset, (void)length;
+    return true;
+  }
+
   virtual bool can_resize() const { return false; }
   virtual Status resize(uint64_t new_size);
 
@@ -173,6 +183,7 @@ class StoreWrapper : public Store {
   bool cheap_extents() const override { return inner_->cheap_extents(); }
   Status extents(uint64_t o, uint64_t l, std::vector<Extent>& out) override { return inner_->extents(o, l, out); }
   Status prefetch(uint64_t o, uint64_t l) override { return inner_->prefetch(o, l); }
+  bool quick(uint64_t o, uint64_t l) override { return inner_->quick(o, l); }
   bool can_resize() const override { return inner_->can_resize(); }
   Status resize(uint64_t n) override { return inner_->resize(n); }
   std::string describe() const override { return inner_->describe(); }

@@ -267,6 +267,16 @@ bool ManagedStore::direct_range(uint64_t offset, uint64_t length, Access access,
 
 Status ManagedStore::prefetch(uint64_t offset, uint64_t length) { return make_present(offset, length); }
 
+bool ManagedStore::quick(uint64_t offset, uint64_t length) {
+  if (length == 0) return true;
+  const uint64_t first = offset / opts_.chunk_size, last = (offset + length - 1) / opts_.chunk_size;
+  std::lock_guard lock(mu_);
+  if (last >= state_.size()) return true;  // out of range: answered with an error at once
+  for (uint64_t c = first; c <= last; ++c)
+    if (!(state_[c] & kPresent)) return false;
+  return true;
+}
+
 Status ManagedStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
   if (buf.empty()) return Status::ok();
   if (is_read_only()) return Status::error(EROFS, describe() + " is read-only");

@@ -80,6 +80,8 @@ class ManagedStore final : public Store {
   bool direct_range(uint64_t offset, uint64_t length, Access access, DirectRange& out) override;
   // NBD CACHE: fetches the range now (urgently) if it is not local yet.
   Status prefetch(uint64_t offset, uint64_t length) override;
+  // Quick where every chunk of the range is local.
+  bool quick(uint64_t offset, uint64_t length) override;
   bool is_read_only() const override { return remote_->is_read_only(); }
   bool can_multi_conn() const override { return true; }  // one state, sync covers all
   std::string describe() const override;

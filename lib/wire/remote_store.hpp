@@ -70,6 +70,7 @@ class RemoteStore final : public Store {
   // Data goes from the socket into dst in one copy (a file by read(2) into
   // its mapping or by splice, never through our buffers).
   Status read_into(const DirectRange& dst, uint64_t offset, uint64_t length) override;
+  bool quick(uint64_t, uint64_t) override { return false; }  // every request waits a round trip
   Status sync() override;
   uint32_t block_size() const override { return 1; }
   bool is_read_only() const override { return terms_.read_only; }

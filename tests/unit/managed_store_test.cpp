@@ -213,6 +213,20 @@ TEST(ManagedStore, DirectRangeIsForReadsAndFetchesFirst) {
   EXPECT_EQ(m->progress().present, 2u);
 }
 
+TEST(ManagedStore, QuickWhereEveryChunkIsLocal) {
+  // chunk 4K (small()): the NBD server batches only requests on local chunks.
+  auto data = pattern(64 * 1024, 5);
+  auto remote = mem_with(data);
+  auto cache = *MemStore::create(data.size());
+  auto m = *ManagedStore::open(remote, remote, cache, small(0, 1));
+  EXPECT_FALSE(m->quick(0, 4096));
+  std::vector<std::byte> got(4096);
+  ASSERT_TRUE(m->read_at(got, 4096));
+  EXPECT_TRUE(m->quick(4096, 4096));
+  EXPECT_FALSE(m->quick(4096, 8192));  // the next chunk is still remote
+  EXPECT_TRUE(m->quick(0, 0));
+}
+
 TEST(ManagedStore, PushWorkersPushOnTheirInterval) {
   auto remote = *MemStore::create(64 * 1024);
   auto counted = std::make_shared<Faulty>(remote);

@@ -6,7 +6,9 @@
 #include <csignal>
 #include <sys/socket.h>
 
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -437,6 +439,52 @@ class SlowStore : public StoreWrapper {
   }
   std::atomic<bool> started{false};
 };
+
+// A store like one across a network: no request is quick, and each read
+// waits until `want` reads run at once, as they would in one round trip.
+class RoundTripStore : public StoreWrapper {
+ public:
+  RoundTripStore(std::shared_ptr<Store> inner, int want) : StoreWrapper(std::move(inner)), want_(want) {}
+  bool quick(uint64_t, uint64_t) override { return false; }
+  Status read_at(std::span<std::byte> b, uint64_t o) override {
+    std::unique_lock lock(mu_);
+    ++running_;
+    cv_.notify_all();
+    bool together = cv_.wait_for(lock, std::chrono::seconds(2), [&] { return running_ >= want_; });
+    lock.unlock();
+    if (!together) return Status::error(EIO, "the reads ran one after another");
+    return StoreWrapper::read_at(b, o);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int running_ = 0;
+  const int want_;
+};
+
+TEST(Transmission, RequestsThatWaitOnTheNetworkRunSideBySide) {
+  // Four reads arrive in one segment. A worker may answer buffered quick
+  // requests in turn with one write; these each wait a round trip, so each
+  // must get a worker of its own, or the last would wait four.
+  constexpr int kN = 4;
+  ServerOptions o;
+  o.transmission.threads = 8;
+  Harness h(std::make_shared<RoundTripStore>(mem(), kN), o);
+  ASSERT_TRUE(h.c().handshake());
+  ByteWriter w;
+  for (uint64_t i = 0; i < kN; ++i) w.u32(kRequestMagic).u16(0).u16(kCmdRead).u64(i).u64(i * 4096).u32(4096);
+  ASSERT_TRUE(h.c().send(w.data()));
+  std::set<uint64_t> cookies;
+  for (int i = 0; i < kN; ++i) {
+    auto r = h.c().read_simple_reply();
+    ASSERT_TRUE(r.ok);
+    ASSERT_EQ(r.error, 0u) << "cookie " << r.cookie;
+    EXPECT_EQ(h.c().recv(4096).size(), 4096u);
+    cookies.insert(r.cookie);
+  }
+  EXPECT_EQ(cookies.size(), static_cast<size_t>(kN));
+}
 
 TEST(Transmission, StopWhileASlowRequestRunsStillAnswersIt) {
   auto slow = std::make_shared<SlowStore>(mem());
