@@ -184,7 +184,7 @@ void ManagedStore::wait_pullers(std::unique_lock<std::mutex>& lock) {
 bool ManagedStore::is_streaming(uint64_t first, uint64_t end) {
   std::lock_guard lock(mu_);
   // "Near": within a few pull windows of the last fetch for a reader.
-  const uint64_t near = 4ull * std::max(1u, opts_.pull_workers) * std::max<uint64_t>(1, opts_.max_batch / opts_.chunk_size);
+  const uint64_t near = 4ull * std::max(1u, opts_.pull_workers) * max_batch_chunks();
   // Several readers may stream at once (nbdcopy gives each connection its
   // own part of the disk): a read continues any of the last few.
   for (auto& e : recent_fetch_ends_) {
@@ -205,7 +205,7 @@ void ManagedStore::release(const Run& r) {
 
 Status ManagedStore::make_present(uint64_t offset, uint64_t length) {
   if (length == 0) return Status::ok();
-  const uint64_t first = offset / opts_.chunk_size, last = (offset + length - 1) / opts_.chunk_size;
+  const auto [first, last] = chunks_of(offset, length);
   // While a random read waits for chunks, most pullers start nothing new:
   // their replies would compete with this fetch for the CPU and the links.
   // A read that continues where the last fetched ones were (a sequential
@@ -243,9 +243,7 @@ Status ManagedStore::make_present(uint64_t offset, uint64_t length) {
     }
     std::unique_lock lock(mu_);
     wait_fetches(lock, first, last);
-    bool all = true;
-    for (uint64_t c = first; c <= last && all; ++c) all = state_[c] & kPresent;
-    if (all) return Status::ok();
+    if (all_present(first, last)) return Status::ok();
     // Someone else's fetch failed: claim what is still missing ourselves.
   }
 }
@@ -267,21 +265,26 @@ bool ManagedStore::direct_range(uint64_t offset, uint64_t length, Access access,
 
 Status ManagedStore::prefetch(uint64_t offset, uint64_t length) { return make_present(offset, length); }
 
-bool ManagedStore::quick(uint64_t offset, uint64_t length) {
-  if (length == 0) return true;
-  const uint64_t first = offset / opts_.chunk_size, last = (offset + length - 1) / opts_.chunk_size;
-  std::lock_guard lock(mu_);
-  if (last >= state_.size()) return true;  // out of range: answered with an error at once
+bool ManagedStore::all_present(uint64_t first, uint64_t last) const {
   for (uint64_t c = first; c <= last; ++c)
     if (!(state_[c] & kPresent)) return false;
   return true;
+}
+
+bool ManagedStore::quick(uint64_t offset, uint64_t length) {
+  // Asked of requests not yet checked: out of range is answered with an
+  // error at once.
+  if (length == 0 || offset >= size_ || length > size_ - offset) return true;
+  const auto [first, last] = chunks_of(offset, length);
+  std::lock_guard lock(mu_);
+  return all_present(first, last);
 }
 
 Status ManagedStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
   if (buf.empty()) return Status::ok();
   if (is_read_only()) return Status::error(EROFS, describe() + " is read-only");
   const uint64_t end = offset + buf.size();
-  const uint64_t first = offset / opts_.chunk_size, last = (end - 1) / opts_.chunk_size;
+  const auto [first, last] = chunks_of(offset, buf.size());
   auto partly = [&](uint64_t c) { return offset > chunk_offset(c) || end < std::min(size_, chunk_offset(c + 1)); };
   std::vector<uint64_t> owned;  // missing chunks this write replaces whole
   std::vector<Run> edges;       // missing chunks it changes only in part
@@ -328,7 +331,7 @@ Status ManagedStore::write_at(std::span<const std::byte> buf, uint64_t offset) {
 
 void ManagedStore::pull_loop() {
   const uint64_t n = chunk_count();
-  const uint64_t most = std::max<uint64_t>(1, opts_.max_batch / opts_.chunk_size);
+  const uint64_t most = max_batch_chunks();
   auto retry = std::chrono::milliseconds(kFirstRetry);
   for (;;) {
     Run r;
@@ -391,7 +394,7 @@ void ManagedStore::pull_loop() {
 }
 
 std::vector<ManagedStore::Run> ManagedStore::claim_dirty(uint64_t first, uint64_t last) {
-  const uint64_t batch = std::max<uint64_t>(1, opts_.max_batch / opts_.chunk_size);
+  const uint64_t batch = max_batch_chunks();
   std::vector<Run> runs;
   for (uint64_t c = first; c <= last; ++c) {
     if ((state_[c] & (kDirty | kPushing)) != kDirty) continue;
@@ -475,7 +478,8 @@ Status ManagedStore::sync() { return sync_chunks(0, chunk_count() - 1); }
 Status ManagedStore::sync_range(uint64_t offset, uint64_t length) {
   if (length == 0) return Status::ok();
   if (pushers_.empty()) return cache_->sync_range(offset, length);
-  return sync_chunks(offset / opts_.chunk_size, (offset + length - 1) / opts_.chunk_size);
+  const auto [first, last] = chunks_of(offset, length);
+  return sync_chunks(first, last);
 }
 
 Status ManagedStore::sync_chunks(uint64_t first, uint64_t last) {

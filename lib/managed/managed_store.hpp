@@ -32,6 +32,7 @@
 // Thread safety: all methods from any thread.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -104,6 +105,16 @@ class ManagedStore final : public Store {
 
   uint64_t chunk_count() const { return (size_ + opts_.chunk_size - 1) / opts_.chunk_size; }
   uint64_t chunk_offset(uint64_t c) const { return c * opts_.chunk_size; }
+  // The chunks [first, last] under [offset, offset+length); length > 0.
+  struct ChunkSpan {
+    uint64_t first, last;
+  };
+  ChunkSpan chunks_of(uint64_t offset, uint64_t length) const {
+    return {offset / opts_.chunk_size, (offset + length - 1) / opts_.chunk_size};
+  }
+  // The most chunks one pull or push moves (--max-batch).
+  uint64_t max_batch_chunks() const { return std::max<uint64_t>(1, opts_.max_batch / opts_.chunk_size); }
+  bool all_present(uint64_t first, uint64_t last) const;  // REQUIRES mu_
   uint64_t run_bytes(const Run& r) const;
   // Claims the missing chunks of [first, last] for the caller (marks them
   // fetching). REQUIRES mu_.
